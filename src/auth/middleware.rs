@@ -1,0 +1,188 @@
+//! The layer in front of `/mcp`: runs before method routing, so every request (GET, POST, DELETE, anything)
+//! is authenticated first and a client's discovery never meets a 405 before a 401.
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, header};
+
+use super::{Credential, Principal, parse_modes};
+use crate::error::ApiError;
+use crate::secret::Secret;
+use crate::state::AppState;
+
+/// Longest bearer token accepted; real keys and our tokens are far shorter.
+const MAX_TOKEN_LEN: usize = 4096;
+
+pub async fn require_principal(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let token = match bearer_token(request.headers()) {
+        Ok(token) => token,
+        Err((reason, message)) => {
+            state.metrics.auth_failure(reason);
+            return ApiError::Unauthorized { message, realm_hint: None }.into_response();
+        }
+    };
+    let modes = match parse_modes(request.headers(), state.config.max_access_mode) {
+        Ok(modes) => modes,
+        Err(error) => {
+            state.metrics.auth_failure("bad_header");
+            return ApiError::BadHeader(error).into_response();
+        }
+    };
+    let fingerprint = token.fingerprint();
+    let principal = Principal {
+        credential: Credential::ApiKey(token),
+        auth_mode: modes.auth_mode,
+        access_mode: modes.access_mode,
+        partner_org_id: modes.partner_org_id,
+        organization_id: None,
+        fingerprint,
+    };
+    request.extensions_mut().insert(principal);
+    next.run(request).await
+}
+
+/// Extracts the token from `Authorization: Bearer <token>`; tokens anywhere else are ignored on purpose.
+fn bearer_token(headers: &HeaderMap) -> Result<Secret, (&'static str, String)> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err((
+            "missing_token",
+            "missing Authorization header: send `Authorization: Bearer <your Polytomic API key>`".into(),
+        ));
+    };
+    if values.next().is_some() {
+        return Err(("malformed_token", "send exactly one Authorization header".into()));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| ("malformed_token", "the Authorization header must be plain ASCII".to_owned()))?;
+    let (scheme, token) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err((
+            "malformed_token",
+            "the Authorization header must use the Bearer scheme: `Authorization: Bearer <your Polytomic API key>`".into(),
+        ));
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(("missing_token", "the bearer token is empty: put your Polytomic API key after `Bearer `".into()));
+    }
+    if token.len() > MAX_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err((
+            "malformed_token",
+            "the bearer token must be one word of printable ASCII: send the raw key after `Bearer `, once".into(),
+        ));
+    }
+    Ok(Secret::new(token))
+}
+
+/// Rejects requests whose `Host` is not this server's, and browser requests from origins not allowed.
+/// DNS-rebinding protection for `/mcp`: a page on another site must not be able to drive a local server.
+pub async fn check_host_and_origin(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| request.uri().authority().map(|a| a.to_string()));
+    let Some(host) = host else {
+        return ApiError::Forbidden("the request has no Host header".into()).into_response();
+    };
+    if !host_allowed(&state.allowed_hosts, &host) {
+        state.metrics.auth_failure("bad_host");
+        return ApiError::Forbidden(format!(
+            "Host {:?} is not served here; this server answers for {} (set POLYTOMIC_MCP_PUBLIC_URL to the URL clients use)",
+            host.chars().take(100).collect::<String>(),
+            state.public_url.as_str().trim_end_matches('/')
+        ))
+        .into_response();
+    }
+    if let Some(origin) = request.headers().get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default().trim().to_ascii_lowercase();
+        if !state.allowed_origins.iter().any(|allowed| *allowed == origin) {
+            state.metrics.auth_failure("bad_origin");
+            return ApiError::Forbidden(format!(
+                "Origin {:?} is not allowed to call this server; allowed: {} (operators add browser origins with POLYTOMIC_MCP_ALLOWED_ORIGINS)",
+                origin.chars().take(100).collect::<String>(),
+                state.allowed_origins.join(", ")
+            ))
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+fn host_allowed(allowed: &[String], host: &str) -> bool {
+    let host = host.trim().to_ascii_lowercase();
+    allowed.iter().any(|a| *a == host)
+}
+
+/// The `Host` values that address this server: the public URL's authority (with and without its default
+/// port) and, when the public URL is loopback, the other loopback spellings.
+pub fn allowed_hosts(public_url: &url::Url) -> Vec<String> {
+    let mut hosts = Vec::new();
+    let Some(host) = public_url.host_str() else { return hosts };
+    let host = host.to_ascii_lowercase();
+    let loopback = matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]");
+    let names: Vec<String> =
+        if loopback { vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()] } else { vec![host] };
+    for name in names {
+        match public_url.port() {
+            Some(port) => hosts.push(format!("{name}:{port}")),
+            None => {
+                hosts.push(name.clone());
+                if let Some(default) = public_url.port_or_known_default() {
+                    hosts.push(format!("{name}:{default}"));
+                }
+            }
+        }
+    }
+    hosts
+}
+
+/// Browser origins allowed: the public origin (plus loopback spellings) and the configured extras.
+pub fn allowed_origins(public_url: &url::Url, extra: &[url::Url]) -> Vec<String> {
+    let mut origins: Vec<String> = allowed_hosts(public_url)
+        .into_iter()
+        .map(|host| format!("{}://{host}", public_url.scheme()))
+        .collect();
+    for url in extra {
+        origins.push(url.origin().ascii_serialization().to_ascii_lowercase());
+    }
+    origins.sort();
+    origins.dedup();
+    origins
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_for_a_public_https_url() {
+        let url = url::Url::parse("https://mcp.example.com").unwrap();
+        assert_eq!(allowed_hosts(&url), ["mcp.example.com", "mcp.example.com:443"]);
+        assert_eq!(allowed_origins(&url, &[]), ["https://mcp.example.com", "https://mcp.example.com:443"]);
+    }
+
+    #[test]
+    fn loopback_accepts_every_loopback_spelling() {
+        let url = url::Url::parse("http://127.0.0.1:3000").unwrap();
+        assert_eq!(allowed_hosts(&url), ["localhost:3000", "127.0.0.1:3000", "[::1]:3000"]);
+        assert!(!host_allowed(&allowed_hosts(&url), "evil.example:3000"));
+        assert!(host_allowed(&allowed_hosts(&url), "LOCALHOST:3000"));
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer_token(&headers).unwrap_err().0, "missing_token");
+        headers.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(bearer_token(&headers).unwrap_err().0, "malformed_token");
+        headers.insert(header::AUTHORIZATION, "bearer  key-123 ".parse().unwrap());
+        assert_eq!(bearer_token(&headers).unwrap().expose(), "key-123");
+        headers.insert(header::AUTHORIZATION, "Bearer a b".parse().unwrap());
+        assert_eq!(bearer_token(&headers).unwrap_err().0, "malformed_token");
+    }
+}

@@ -1,0 +1,202 @@
+//! Runtime configuration: every setting is an environment variable and a `--flag`.
+//!
+//! Validation happens here, once, so that a bad value stops start-up with a one-line message that names the
+//! variable instead of surfacing later as a confusing runtime error.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use url::Url;
+
+use crate::auth::AccessMode;
+use crate::secret::Secret;
+
+#[derive(Debug, Parser)]
+#[command(name = "polytomic-mcp", version, about = "MCP server for the Polytomic API")]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve MCP over HTTP (the default when no command is given).
+    Serve,
+}
+
+#[derive(Debug, Clone, Parser)]
+pub struct Config {
+    /// Address to bind.
+    #[arg(long, env = "POLYTOMIC_HTTP_HOST", default_value = "127.0.0.1")]
+    pub http_host: IpAddr,
+
+    /// Port to bind; 0 picks any free port (the bound address is logged).
+    #[arg(long, env = "POLYTOMIC_HTTP_PORT", default_value_t = 3000)]
+    pub http_port: u16,
+
+    /// The Polytomic API that `execute` calls.
+    #[arg(long, env = "POLYTOMIC_BASE_URL", default_value = "https://app.polytomic.com", value_parser = parse_base_url)]
+    pub base_url: Url,
+
+    /// Sent upstream as `X-Polytomic-Version`.
+    #[arg(long, env = "POLYTOMIC_API_VERSION", default_value = "2025-09-18", value_parser = parse_api_version)]
+    pub api_version: String,
+
+    /// External origin of this server; the MCP resource is `{PUBLIC_URL}/mcp`.
+    #[arg(long, env = "POLYTOMIC_MCP_PUBLIC_URL", value_parser = parse_public_url)]
+    pub public_url: Option<Url>,
+
+    /// Extra browser origins allowed to call `/mcp` (comma-separated, e.g. `http://localhost:6274`).
+    #[arg(long, env = "POLYTOMIC_MCP_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub allowed_origins: Vec<Url>,
+
+    /// Path or http(s) URL of an OpenAPI 3.x document to index instead of the embedded one.
+    #[arg(long, env = "POLYTOMIC_MCP_OPENAPI")]
+    pub openapi: Option<String>,
+
+    /// How often a URL given in `POLYTOMIC_MCP_OPENAPI` is fetched again, in seconds.
+    #[arg(long, env = "POLYTOMIC_MCP_OPENAPI_REFRESH_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(10..))]
+    pub openapi_refresh_secs: u64,
+
+    /// `sqlite://…` (one node) or `postgres://…` (several replicas).
+    #[arg(long, env = "POLYTOMIC_MCP_DATABASE_URL", default_value = "sqlite://polytomic-mcp.db", value_parser = parse_database_url)]
+    pub database_url: String,
+
+    /// `read-only` caps every session; no header can lift it.
+    #[arg(long, env = "POLYTOMIC_MCP_MAX_ACCESS_MODE", default_value = "full-access")]
+    pub max_access_mode: AccessMode,
+
+    /// Upstream OAuth authorize endpoint (OAuth is on when authorize URL, token URL and client id are set).
+    #[arg(long, env = "POLYTOMIC_OAUTH_AUTHORIZE_URL")]
+    pub oauth_authorize_url: Option<Url>,
+    #[arg(long, env = "POLYTOMIC_OAUTH_TOKEN_URL")]
+    pub oauth_token_url: Option<Url>,
+    #[arg(long, env = "POLYTOMIC_OAUTH_CLIENT_ID")]
+    pub oauth_client_id: Option<String>,
+    #[arg(long, env = "POLYTOMIC_OAUTH_CLIENT_SECRET", hide_env_values = true)]
+    pub oauth_client_secret: Option<Secret>,
+    #[arg(long, env = "POLYTOMIC_OAUTH_SCOPES")]
+    pub oauth_scopes: Option<String>,
+
+    /// Key for the tokens this server issues; generated once and kept in the store when unset.
+    #[arg(long, env = "POLYTOMIC_MCP_SIGNING_KEY", hide_env_values = true)]
+    pub signing_key: Option<Secret>,
+
+    /// `text` (default, for people) or `json` (for log pipelines).
+    #[arg(long, env = "POLYTOMIC_MCP_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Largest accepted request body on `/mcp`, in bytes.
+    #[arg(long, env = "POLYTOMIC_MCP_MAX_REQUEST_BYTES", default_value_t = 1_048_576, value_parser = clap::value_parser!(u64).range(1024..=67_108_864))]
+    pub max_request_bytes: u64,
+
+    /// Timeout for connecting to the Polytomic API, in milliseconds.
+    #[arg(long, env = "POLYTOMIC_MCP_UPSTREAM_CONNECT_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub upstream_connect_timeout_ms: u64,
+
+    /// Total timeout for one Polytomic API call (all retries included), in milliseconds.
+    #[arg(long, env = "POLYTOMIC_MCP_UPSTREAM_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub upstream_timeout_ms: u64,
+
+    /// Largest upstream response body read, in bytes; larger answers are refused with advice to narrow the call.
+    #[arg(long, env = "POLYTOMIC_MCP_MAX_UPSTREAM_RESPONSE_BYTES", default_value_t = 16_777_216, value_parser = clap::value_parser!(u64).range(1024..=268_435_456))]
+    pub max_upstream_response_bytes: u64,
+
+    /// Largest `execute` result handed to the agent, in characters of JSON (Claude Code caps tool results at ~25k tokens).
+    #[arg(long, env = "POLYTOMIC_MCP_RESULT_MAX_CHARS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1_000..=1_000_000))]
+    pub result_max_chars: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Config {
+    /// The external origin, defaulting to the bound address.
+    pub fn public_url(&self, bound_port: u16) -> Result<Url, url::ParseError> {
+        if let Some(url) = &self.public_url {
+            return Ok(url.clone());
+        }
+        let host = match self.http_host {
+            IpAddr::V6(v6) => format!("[{v6}]"),
+            IpAddr::V4(v4) if v4.is_unspecified() => "127.0.0.1".to_owned(),
+            IpAddr::V4(v4) => v4.to_string(),
+        };
+        Url::parse(&format!("http://{host}:{bound_port}"))
+    }
+
+    pub fn oauth_enabled(&self) -> bool {
+        self.oauth_authorize_url.is_some() && self.oauth_token_url.is_some() && self.oauth_client_id.is_some()
+    }
+
+    pub fn upstream_connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_connect_timeout_ms)
+    }
+
+    pub fn upstream_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_timeout_ms)
+    }
+
+    /// Checks that involve more than one variable.
+    pub fn validate(&self) -> Result<(), String> {
+        let oauth_parts = [
+            self.oauth_authorize_url.is_some(),
+            self.oauth_token_url.is_some(),
+            self.oauth_client_id.is_some(),
+        ];
+        if oauth_parts.iter().any(|set| *set) && !oauth_parts.iter().all(|set| *set) {
+            return Err("POLYTOMIC_OAUTH_AUTHORIZE_URL, POLYTOMIC_OAUTH_TOKEN_URL and POLYTOMIC_OAUTH_CLIENT_ID must be set together (OAuth is on only when all three are set)".into());
+        }
+        Ok(())
+    }
+}
+
+fn parse_base_url(value: &str) -> Result<Url, String> {
+    let url = Url::parse(value).map_err(|e| format!("not an absolute URL ({e}); expected e.g. https://app.polytomic.com"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("scheme must be http or https".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+        return Err("must be a plain origin (no query, fragment or credentials), e.g. https://app.polytomic.com".into());
+    }
+    Ok(url)
+}
+
+fn parse_public_url(value: &str) -> Result<Url, String> {
+    let url = parse_base_url(value)?;
+    if url.path() != "/" {
+        return Err("must be an origin without a path (the MCP endpoint is always {PUBLIC_URL}/mcp), e.g. https://mcp.example.com".into());
+    }
+    Ok(url)
+}
+
+fn parse_origin(value: &str) -> Result<Url, String> {
+    let url = parse_base_url(value.trim())?;
+    if url.path() != "/" {
+        return Err("an origin has no path, e.g. http://localhost:6274".into());
+    }
+    Ok(url)
+}
+
+fn parse_api_version(value: &str) -> Result<String, String> {
+    let ok = value.len() == 10
+        && value.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err("expected a date-shaped version such as 2025-09-18".into())
+    }
+}
+
+fn parse_database_url(value: &str) -> Result<String, String> {
+    if value.starts_with("sqlite:") || value.starts_with("postgres://") || value.starts_with("postgresql://") {
+        Ok(value.to_owned())
+    } else {
+        Err("expected sqlite://FILE (one node) or postgres://… (several replicas)".into())
+    }
+}

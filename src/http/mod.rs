@@ -1,0 +1,144 @@
+//! The router and the whole middleware stack, in one place. Public routes are listed explicitly; everything
+//! under `/mcp` is behind Host/Origin checks and authentication.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::{check_host_and_origin, require_principal};
+use crate::mcp::PolytomicMcp;
+use crate::state::AppState;
+use crate::telemetry::RequestLabels;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub fn router(state: AppState, shutdown: CancellationToken) -> Router {
+    let body_limit = usize::try_from(state.config.max_request_bytes).unwrap_or(1 << 20);
+    // Host and Origin are checked by our own layer (before authentication, one rule for every method), so
+    // rmcp's built-in host list is disabled rather than kept in sync.
+    let mcp_config = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(false)
+        .with_json_response(true)
+        .with_sse_keep_alive(None)
+        .with_cancellation_token(shutdown.child_token())
+        .with_max_request_body_bytes(body_limit)
+        .disable_allowed_hosts();
+    let mcp_state = state.clone();
+    let mcp_service = StreamableHttpService::new(
+        move || Ok(PolytomicMcp::new(mcp_state.clone())),
+        Arc::new(NeverSessionManager::default()),
+        mcp_config,
+    );
+    let mcp = Router::new()
+        .route_service("/mcp", mcp_service)
+        .layer(from_fn_with_state(state.clone(), require_principal))
+        .layer(from_fn_with_state(state.clone(), check_host_and_origin));
+
+    let public = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics));
+
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(
+            state.allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()),
+        ))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            HeaderName::from_static("mcp-session-id"),
+            HeaderName::from_static("mcp-protocol-version"),
+            HeaderName::from_static("last-event-id"),
+            HeaderName::from_static("mcp-method"),
+            HeaderName::from_static("mcp-name"),
+            HeaderName::from_static("x-polytomic-access-mode"),
+            HeaderName::from_static("x-polytomic-auth-mode"),
+            HeaderName::from_static("x-polytomic-partner-org-id"),
+        ])
+        .expose_headers([HeaderName::from_static("mcp-session-id"), header::WWW_AUTHENTICATE, REQUEST_ID])
+        .max_age(Duration::from_secs(600));
+
+    Router::new()
+        .merge(public)
+        .merge(mcp)
+        .fallback(not_found)
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(from_fn_with_state(state.clone(), count_requests))
+        .layer(cors)
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            let request_id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+        }))
+        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = match request.extensions().get::<MatchedPath>().map(MatchedPath::as_str) {
+        Some("/mcp") => "/mcp",
+        Some("/healthz") => "/healthz",
+        Some("/readyz") => "/readyz",
+        Some("/metrics") => "/metrics",
+        _ => "other",
+    };
+    let response = next.run(request).await;
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&RequestLabels { route, status: response.status().as_u16() })
+        .inc();
+    response
+}
+
+async fn healthz() -> impl IntoResponse {
+    (StatusCode::OK, axum::Json(json!({"status": "ok"})))
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let operations = state.catalog.current().index.operations.len();
+    let store_ok = state.store.ping().await;
+    let ready = operations > 0 && store_ok;
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (
+        status,
+        axum::Json(json!({
+            "status": if ready { "ready" } else { "not_ready" },
+            "index_operations": operations,
+            "store": if store_ok { "ok" } else { "unreachable" },
+        })),
+    )
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.render(),
+    )
+}
+
+async fn not_found(request: Request) -> impl IntoResponse {
+    let _ = request;
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({"error": "not_found", "message": "no such route; the MCP endpoint is /mcp"})),
+    )
+}

@@ -1,0 +1,101 @@
+//! polytomic-mcp: a hosted MCP server that lets LLM agents search and call the Polytomic API.
+//!
+//! A request reads top-down: [`http`] (router and layers) → [`auth`] (principal) → [`mcp`] (tools) →
+//! [`search`] / [`upstream`] over the [`openapi`] index, with [`store`] for durable state.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod mcp;
+pub mod openapi;
+pub mod search;
+pub mod secret;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::openapi::{IndexHandle, IndexSource, LoadError, load_index, spawn_refresh};
+use crate::state::{App, AppState};
+use crate::store::{Store, StoreError};
+use crate::telemetry::Metrics;
+use crate::upstream::{Upstream, UpstreamError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Index(#[from] LoadError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("server error: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// Builds the shared state: HTTP client, index, store.
+pub async fn build_state(config: Config, bound_port: u16) -> Result<AppState, StartError> {
+    // reqwest is built without a bundled crypto provider; install ring once per process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    config.validate().map_err(StartError::Config)?;
+    let public_url = config
+        .public_url(bound_port)
+        .map_err(|e| StartError::Config(format!("POLYTOMIC_MCP_PUBLIC_URL: {e}")))?;
+    let upstream = Upstream::new(&config)?;
+    let source = IndexSource::from_setting(config.openapi.as_deref());
+    let index = load_index(&source, upstream.http()).await?;
+    let store = Store::connect(&config.database_url).await?;
+    let allowed_hosts = auth::allowed_hosts(&public_url);
+    let allowed_origins = auth::allowed_origins(&public_url, &config.allowed_origins);
+    let mcp_url = format!("{}/mcp", public_url.as_str().trim_end_matches('/'));
+    tracing::info!(
+        operations = index.operations.len(),
+        source = %source.describe(),
+        store = store.backend(),
+        %mcp_url,
+        "state ready"
+    );
+    Ok(AppState(Arc::new(App {
+        config,
+        public_url,
+        mcp_url,
+        catalog: IndexHandle::new(index),
+        upstream,
+        store,
+        metrics: Metrics::new(),
+        started: Instant::now(),
+        allowed_hosts,
+        allowed_origins,
+    })))
+}
+
+/// Serves on `listener` until `shutdown` is cancelled, then drains in-flight requests.
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), StartError> {
+    let address = listener.local_addr()?;
+    let state = build_state(config, address.port()).await?;
+    let source = IndexSource::from_setting(state.config.openapi.as_deref());
+    spawn_refresh(
+        state.catalog.clone(),
+        source,
+        Duration::from_secs(state.config.openapi_refresh_secs),
+        state.upstream.http().clone(),
+        shutdown.clone(),
+    );
+    let app = http::router(state.clone(), shutdown.clone());
+    tracing::info!(%address, mcp = %state.mcp_url, "listening");
+    let drain = shutdown.clone();
+    axum::serve(listener, app).with_graceful_shutdown(async move { drain.cancelled().await }).await?;
+    state.store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! The MCP server: three tools, instructions that teach search-then-execute, and tool annotations that
+//! reflect the caller's session (a read-only session sees `execute` as read-only).
+
+mod tools;
+
+use std::borrow::Cow;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListToolsResult,
+    PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use serde_json::Value;
+
+use crate::auth::{AccessMode, Principal};
+use crate::state::AppState;
+
+pub use tools::TOOL_NAMES;
+
+const INSTRUCTIONS: &str = "Gateway to the Polytomic API (syncs, bulk syncs, models, connections, users, \
+organizations, events...). Work in two steps. 1) `search` with the task in plain words; each result gives the \
+method, path template, parameters, key type and pagination. For body fields and a ready example, call `search` \
+again with `operation: \"METHOD /path\"`. 2) `execute` with that method and the concrete path (ids filled in), \
+plus `query` and `body`. Start with GET /api/me to learn who the user is and which organization they are in. \
+Before any write, run `execute` with `dry_run: true` and confirm with the user. Never guess paths. Use \
+`submit_mcp_feedback` when the server or API gets in your way.";
+
+/// The rmcp handler; one is created per HTTP request (the transport is stateless).
+#[derive(Debug, Clone)]
+pub struct PolytomicMcp {
+    state: AppState,
+}
+
+/// What a tool handler needs about the current request.
+pub struct CallContext<'a> {
+    pub state: &'a AppState,
+    pub principal: &'a Principal,
+    pub request_id: Option<String>,
+    pub client: Option<(String, String)>,
+}
+
+impl PolytomicMcp {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+
+    fn principal(context: &RequestContext<RoleServer>) -> Result<&Principal, McpError> {
+        context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Principal>())
+            .ok_or_else(|| McpError::internal_error("request reached a tool without authentication", None))
+    }
+}
+
+impl ServerHandler for PolytomicMcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(
+                Implementation::new("polytomic-mcp", env!("CARGO_PKG_VERSION"))
+                    .with_title("Polytomic")
+                    .with_description("Search and call the Polytomic API"),
+            )
+            .with_instructions(INSTRUCTIONS)
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        Cow::Borrowed(ProtocolVersion::KNOWN_VERSIONS)
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let principal = Self::principal(&context)?;
+        Ok(ListToolsResult::with_all_items(tools::definitions(principal.access_mode == AccessMode::ReadOnly)))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        tools::definitions(false).into_iter().find(|tool| tool.name == name)
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let principal = Self::principal(&context)?;
+        let parts = context.extensions.get::<http::request::Parts>();
+        let request_id = parts
+            .and_then(|p| p.headers.get("x-request-id"))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let client = context.peer.peer_info().map(|info| {
+            (info.client_info.name.clone(), info.client_info.version.clone())
+        });
+        let call = CallContext { state: &self.state, principal, request_id, client };
+        let arguments = Value::Object(request.arguments.unwrap_or_default());
+        let name = request.name.as_ref();
+        let (tool, result) = match name {
+            tools::search::NAME => (tools::search::NAME, tools::search::call(&call, arguments).await),
+            tools::execute::NAME => (tools::execute::NAME, tools::execute::call(&call, arguments).await),
+            tools::feedback::NAME => (tools::feedback::NAME, tools::feedback::call(&call, arguments).await),
+            other => {
+                return Err(McpError::invalid_params(
+                    format!("unknown tool {other:?}; this server has: {}", TOOL_NAMES.join(", ")),
+                    None,
+                ));
+            }
+        };
+        let outcome = if result.is_error == Some(true) { "error" } else { "ok" };
+        self.state.metrics.tool_call(tool, outcome);
+        Ok(result.into())
+    }
+}
+
+/// A successful result: the structured value plus the same information as compact text.
+pub fn tool_success(structured: Value, text: String) -> CallToolResult {
+    let mut result = CallToolResult::structured(structured);
+    result.content = vec![ContentBlock::text(text)];
+    result
+}
+
+/// A failed result the agent can act on: `message` says what went wrong and what to do next.
+pub fn tool_error(message: impl Into<String>, structured: Option<Value>) -> CallToolResult {
+    let message = message.into();
+    let mut result = match structured {
+        Some(value) => CallToolResult::structured_error(value),
+        None => CallToolResult::structured_error(serde_json::json!({"error": message})),
+    };
+    result.content = vec![ContentBlock::text(message)];
+    result
+}

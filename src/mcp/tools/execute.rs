@@ -1,0 +1,263 @@
+//! `execute`: one Polytomic API call, validated against the index before anything is sent.
+
+use std::fmt::Write as _;
+
+use rmcp::model::CallToolResult;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::parse_args;
+use crate::auth::AuthMode;
+use crate::mcp::{CallContext, tool_error, tool_success};
+use crate::openapi::KeyType;
+use crate::telemetry::UpstreamLabels;
+use crate::upstream::{
+    PlanError, PlannedRequest, RATE_LIMIT_HEADERS, ShapeOptions, UpstreamError, UpstreamResponse, plan, shape_body,
+};
+use crate::upstream::plan::{Call, CallerModes};
+
+pub const NAME: &str = "execute";
+pub const DESCRIPTION: &str = "Call the Polytomic API through this server with the user's credentials. Give the \
+method and a concrete path from `search` (e.g. GET /api/syncs/5f1c…), plus `query` and `body` as JSON. Returns the \
+HTTP `status` and parsed `body`; large lists are cut with a note, and `next` holds the arguments for the next page. \
+Use `dry_run: true` to validate a write and see the exact request without sending it.";
+
+pub fn input_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "method": {"type": "string", "enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]},
+            "path": {"type": "string", "pattern": "^/api/", "description": "Concrete path starting with /api/, ids filled in; no host, no query string."},
+            "query": {
+                "type": "object",
+                "description": "Query parameters, e.g. {\"limit\": 10}.",
+                "additionalProperties": {"type": ["string", "number", "boolean", "array"]}
+            },
+            "body": {"description": "JSON request body for POST, PUT and PATCH."},
+            "dry_run": {"type": "boolean", "description": "Validate and show the request without sending it."}
+        },
+        "required": ["method", "path"],
+        "additionalProperties": false
+    })
+}
+
+pub fn output_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "status": {"type": "integer"},
+            "body": {},
+            "next": {"type": "object"},
+            "truncated": {"type": "object"},
+            "context": {"type": "object"},
+            "rate_limit": {"type": "object"},
+            "request": {"type": "object"},
+            "error": {"type": "string"}
+        }
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Args {
+    method: String,
+    path: String,
+    query: Option<Map<String, Value>>,
+    body: Option<Value>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> CallToolResult {
+    let args: Args = match parse_args(NAME, arguments) {
+        Ok(args) => args,
+        Err(message) => {
+            return tool_error(
+                format!("{message}. Expected: method (GET/POST/PUT/PATCH/DELETE/HEAD), path (/api/...), optional query (object), body (JSON), dry_run (boolean)"),
+                None,
+            );
+        }
+    };
+    let principal = ctx.principal;
+    let state = ctx.state;
+    let context = session_context(ctx);
+    let modes = CallerModes {
+        access_mode: principal.access_mode,
+        auth_mode: principal.auth_mode,
+        partner_org_id: principal.partner_org_id.as_deref(),
+    };
+    let catalog = state.catalog.current();
+    let call = Call { method: &args.method, path: &args.path, query: args.query.as_ref(), body: args.body.as_ref() };
+    let planned = match plan(&catalog.index, &state.upstream.base_url, modes, call) {
+        Ok(planned) => planned,
+        Err(error) => {
+            let kind = match error {
+                PlanError::ReadOnly { .. } => "read_only",
+                PlanError::UnknownPath { .. } => "unknown_path",
+                _ => "invalid_request",
+            };
+            tracing::info!(target: "audit", principal = %principal.fingerprint, method = %args.method.to_ascii_uppercase(), refused = kind, "execute refused");
+            return tool_error(
+                error.to_string(),
+                Some(json!({"error": error.to_string(), "refused": kind, "context": context})),
+            );
+        }
+    };
+    if args.dry_run {
+        return dry_run(&planned, &context, state.upstream.api_version.as_str());
+    }
+
+    let result = state.upstream.send(&planned, principal.upstream_bearer()).await;
+    let status_label = match &result {
+        Ok(response) => response.status.as_u16().to_string(),
+        Err(UpstreamError::Timeout(_)) => "timeout".into(),
+        Err(_) => "error".into(),
+    };
+    if let Ok(response) = &result {
+        state
+            .metrics
+            .upstream_duration
+            .get_or_create(&UpstreamLabels { method: planned.method.to_string(), status: status_label.clone() })
+            .observe(response.elapsed.as_secs_f64());
+    }
+    tracing::info!(
+        target: "audit",
+        principal = %principal.fingerprint,
+        org = principal.partner_org_id.as_deref().or(principal.organization_id.as_deref()).unwrap_or("-"),
+        method = %planned.method,
+        path = %planned.path_template,
+        status = %status_label,
+        duration_ms = result.as_ref().map(|r| r.elapsed.as_millis() as u64).unwrap_or(0),
+        "execute"
+    );
+    match result {
+        Ok(response) => respond(ctx, &planned, response, context),
+        Err(error) => {
+            let next = match error {
+                UpstreamError::Timeout(_) => "Polytomic did not answer in time. Retry once; for a long-running action, check its status with a GET instead of repeating it.",
+                UpstreamError::TooLarge(_) => "The answer is too large to return. Narrow the call: a smaller `limit`, filters, or a single item by id.",
+                _ => "Polytomic could not be reached. Retry in a moment; if it keeps failing, tell the user the Polytomic API is unavailable.",
+            };
+            let message = format!("{error}. {next}");
+            tool_error(message.clone(), Some(json!({"error": message, "context": context})))
+        }
+    }
+}
+
+fn session_context(ctx: &CallContext<'_>) -> Value {
+    let p = ctx.principal;
+    let mut context = json!({
+        "auth_mode": p.auth_mode.as_str(),
+        "access_mode": p.access_mode.as_str(),
+        "api_version": ctx.state.upstream.api_version,
+    });
+    if let Some(org) = p.partner_org_id.as_deref().or(p.organization_id.as_deref()) {
+        context["organization_id"] = json!(org);
+    }
+    context
+}
+
+fn dry_run(planned: &PlannedRequest, context: &Value, api_version: &str) -> CallToolResult {
+    let mut headers = json!({
+        "Authorization": "Bearer ****",
+        "X-Polytomic-Version": api_version,
+        "Accept": "application/json",
+    });
+    if planned.body.is_some() {
+        headers["Content-Type"] = json!("application/json");
+    }
+    if let Some(key) = &planned.idempotency_key {
+        headers["Idempotency-Key"] = json!(key);
+    }
+    let body: Value = planned
+        .body
+        .as_ref()
+        .and_then(|b| serde_json::from_slice(b).ok())
+        .unwrap_or(Value::Null);
+    let request = json!({
+        "method": planned.method.as_str(),
+        "url": planned.url.as_str(),
+        "operation": planned.operation_key,
+        "headers": headers,
+        "body": body,
+    });
+    let text = format!(
+        "Dry run, nothing sent. Valid request for {}:\n{} {}\nbody: {}\nRun the same call without dry_run to send it.",
+        planned.operation_key, planned.method, planned.url, body
+    );
+    tool_success(json!({"status": 0, "dry_run": true, "request": request, "body": Value::Null, "context": context}), text)
+}
+
+fn respond(ctx: &CallContext<'_>, planned: &PlannedRequest, response: UpstreamResponse, context: Value) -> CallToolResult {
+    let catalog = ctx.state.catalog.current();
+    let pagination = catalog.index.get(&planned.operation_key).and_then(|op| op.pagination.clone());
+    let max_chars = usize::try_from(ctx.state.config.result_max_chars).unwrap_or(60_000);
+    let shaped = shape_body(&response.body, pagination.as_ref(), ShapeOptions { max_chars });
+    let mut rate_limit = Map::new();
+    for name in RATE_LIMIT_HEADERS {
+        if let Some(value) = response.headers.get(*name).and_then(|v| v.to_str().ok()) {
+            rate_limit.insert((*name).to_owned(), json!(value));
+        }
+    }
+    let status = response.status.as_u16();
+    let mut structured = json!({
+        "status": status,
+        "body": shaped.body,
+        "context": context,
+    });
+    if let Some(next) = &shaped.next {
+        structured["next"] = next.clone();
+    }
+    if let Some(truncated) = &shaped.truncated {
+        structured["truncated"] = truncated.clone();
+    }
+    if !rate_limit.is_empty() {
+        structured["rate_limit"] = Value::Object(rate_limit);
+    }
+    if !planned.filled.is_empty() {
+        structured["filled"] = Value::Object(planned.filled.iter().map(|(k, v)| (k.clone(), json!(v))).collect());
+    }
+    let body_text = serde_json::to_string(&structured["body"]).unwrap_or_default();
+    if response.status.is_success() {
+        let mut text = format!("{} {} → {}\n{}", planned.method, planned.url.path(), status, body_text);
+        if let Some(next) = &shaped.next {
+            let _ = write!(text, "\nnext page: call again with {next}");
+        }
+        if let Some(truncated) = &shaped.truncated {
+            let _ = write!(text, "\ntruncated: {truncated}");
+        }
+        return tool_success(structured, text);
+    }
+    let message = error_message(ctx, planned, status, &structured["body"]);
+    structured["error"] = json!(message);
+    tool_error(format!("{message}\nresponse body: {body_text}"), Some(structured))
+}
+
+/// Keeps Polytomic's own message and adds the next step for the agent.
+fn error_message(ctx: &CallContext<'_>, planned: &PlannedRequest, status: u16, body: &Value) -> String {
+    let upstream = body
+        .get("message")
+        .and_then(Value::as_str)
+        .or_else(|| body.get("error").and_then(Value::as_str))
+        .or_else(|| body.as_str())
+        .unwrap_or("");
+    let partner_op_in_user_mode = planned.key_type == KeyType::Partner && ctx.principal.auth_mode == AuthMode::User;
+    let next = match status {
+        400 => "Check the parameters and body against `search` with this operation; fix the named field and retry.".to_owned(),
+        401 => "The API key is invalid, expired or lacks access. Ask the user to check the key configured for this MCP server.".to_owned(),
+        403 if partner_op_in_user_mode => "This operation needs a partner API key: the user must connect with a partner key and the header X-Polytomic-Auth-Mode: partner.".to_owned(),
+        403 => "The key is not allowed to do this. Ask the user for a key (or role) with access.".to_owned(),
+        404 => "Nothing exists at this id. Check the id with the matching list call (search for it), then retry.".to_owned(),
+        409 => "Conflict: the resource changed or the action is already running. Fetch its current state with a GET before retrying.".to_owned(),
+        422 => "Polytomic rejected a field (named in the message). Fix that field and retry; `search` with this operation lists the fields.".to_owned(),
+        429 => "Rate limited. Wait before calling again (see `rate_limit`), and make fewer calls.".to_owned(),
+        s if s >= 500 => "Polytomic had an error. Retry once later; if it persists, tell the user.".to_owned(),
+        _ => "Check the request against `search` for this operation.".to_owned(),
+    };
+    let mut message = format!("Polytomic answered {status} for {}", planned.operation_key);
+    if !upstream.is_empty() {
+        let _ = write!(message, ": {}", upstream.chars().take(500).collect::<String>());
+    }
+    let _ = write!(message, ". {next}");
+    message
+}

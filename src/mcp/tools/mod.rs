@@ -1,0 +1,74 @@
+//! One module per tool: its NAME, its schemas and its handler.
+
+pub mod execute;
+pub mod feedback;
+pub mod search;
+
+use std::sync::Arc;
+
+use rmcp::model::{JsonObject, Tool, ToolAnnotations};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub const TOOL_NAMES: [&str; 3] = [search::NAME, execute::NAME, feedback::NAME];
+
+/// Tool definitions as this session should see them.
+pub fn definitions(read_only_session: bool) -> Vec<Tool> {
+    vec![
+        tool(search::NAME, "Search Polytomic API", search::DESCRIPTION, search::input_schema(), search::output_schema())
+            .with_annotations(
+                ToolAnnotations::with_title("Search Polytomic API")
+                    .read_only(true)
+                    .destructive(false)
+                    .idempotent(true)
+                    .open_world(false),
+            ),
+        tool(execute::NAME, "Call Polytomic API", execute::DESCRIPTION, execute::input_schema(), execute::output_schema())
+            .with_annotations(if read_only_session {
+                // The server refuses every write in this session, so the tool really is read-only here.
+                ToolAnnotations::with_title("Call Polytomic API (read-only)")
+                    .read_only(true)
+                    .destructive(false)
+                    .idempotent(true)
+                    .open_world(true)
+            } else {
+                ToolAnnotations::with_title("Call Polytomic API")
+                    .read_only(false)
+                    .destructive(true)
+                    .idempotent(false)
+                    .open_world(true)
+            }),
+        tool(
+            feedback::NAME,
+            "Send feedback about this server",
+            feedback::DESCRIPTION,
+            feedback::input_schema(),
+            feedback::output_schema(),
+        )
+        .with_annotations(
+            ToolAnnotations::with_title("Send feedback about this server")
+                .read_only(false)
+                .destructive(false)
+                .idempotent(false)
+                .open_world(false),
+        ),
+    ]
+}
+
+fn tool(name: &'static str, title: &str, description: &'static str, input: Value, output: Value) -> Tool {
+    Tool::new(name, description, Arc::new(as_object(input)))
+        .with_title(title)
+        .with_raw_output_schema(Arc::new(as_object(output)))
+}
+
+fn as_object(value: Value) -> JsonObject {
+    match value {
+        Value::Object(map) => map,
+        _ => JsonObject::new(),
+    }
+}
+
+/// Deserialises tool arguments; the error names the field and what is allowed, for the agent to fix.
+pub fn parse_args<T: DeserializeOwned>(tool: &str, arguments: Value) -> Result<T, String> {
+    serde_json::from_value(arguments).map_err(|e| format!("invalid arguments for `{tool}`: {e}"))
+}

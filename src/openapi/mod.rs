@@ -1,0 +1,13 @@
+//! Loads an OpenAPI 3.x document and turns it into the [`OperationIndex`] that `search` ranks and `execute`
+//! validates against. Operations are keyed by method + path because Polytomic's operationIds repeat.
+
+mod index;
+mod load;
+mod schema;
+
+pub use index::{humanize_tag as humanize_tag_public,
+    
+    BodyField, KeyType, Operation, OperationIndex, Pagination, Param, ParamLocation, PathMatch, Segment, TagInfo,
+};
+pub use load::{IndexHandle, IndexSource, LoadError, load_index, spawn_refresh};
+pub use schema::describe_type;

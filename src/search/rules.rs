@@ -1,0 +1,238 @@
+//! Polytomic's vocabulary and the structural rules that settle near-twin operations.
+
+use super::text::{is_stopword, raw_words, stem};
+use crate::openapi::{KeyType, Operation, Segment};
+
+/// Query words that stand for words the documents use. Each (stemmed) query term adds these stemmed terms
+/// with a reduced weight, so the literal word still counts most.
+const SYNONYMS: &[(&str, &[&str])] = &[
+    ("retl", &["sync", "model"]),
+    ("reverse", &["sync", "model"]),
+    ("elt", &["bulk", "sync"]),
+    ("replication", &["bulk", "sync"]),
+    ("replicate", &["bulk", "sync"]),
+    ("replica", &["bulk", "sync"]),
+    ("pipeline", &["sync"]),
+    ("run", &["execution", "start"]),
+    ("job", &["execution", "job"]),
+    ("execution", &["run"]),
+    ("integration", &["connection"]),
+    ("source", &["connection"]),
+    ("destination", &["connection", "target"]),
+    ("warehouse", &["connection"]),
+    ("credential", &["connection"]),
+    ("dataset", &["model"]),
+    ("segment", &["model"]),
+    ("audience", &["model"]),
+    ("who", &["me", "identity"]),
+    ("whoami", &["me", "identity"]),
+    ("identity", &["me"]),
+    ("myself", &["me"]),
+    ("am", &["me"]),
+    ("org", &["organization"]),
+    ("workspace", &["organization"]),
+    ("tenant", &["organization", "partner"]),
+    ("customer", &["organization", "partner"]),
+    ("trigger", &["start", "execution"]),
+    ("kick", &["start"]),
+    ("launch", &["start"]),
+    ("stop", &["cancel"]),
+    ("abort", &["cancel"]),
+    ("halt", &["cancel"]),
+    ("kill", &["cancel"]),
+    ("pause", &["activate", "active"]),
+    ("resume", &["activate", "active"]),
+    ("unpause", &["activate", "active"]),
+    ("enable", &["activate", "active"]),
+    ("disable", &["activate", "active"]),
+    ("deactivate", &["activate", "active"]),
+    ("remove", &["delete"]),
+    ("destroy", &["delete"]),
+    ("drop", &["delete"]),
+    ("erase", &["delete"]),
+    ("add", &["create"]),
+    ("new", &["create"]),
+    ("make", &["create"]),
+    ("mint", &["create", "key"]),
+    ("generate", &["create"]),
+    ("issue", &["create"]),
+    ("setup", &["create"]),
+    ("edit", &["update"]),
+    ("change", &["update"]),
+    ("modify", &["update"]),
+    ("rename", &["update"]),
+    ("show", &["list", "get"]),
+    ("view", &["get"]),
+    ("fetch", &["get"]),
+    ("see", &["get", "list"]),
+    ("token", &["key"]),
+    ("apikey", &["key"]),
+    ("member", &["user"]),
+    ("teammate", &["user"]),
+    ("people", &["user"]),
+    ("person", &["user"]),
+    ("permission", &["role", "policy"]),
+    ("access", &["policy", "role"]),
+    ("webhook", &["event"]),
+    ("callback", &["webhook"]),
+    ("notify", &["notification"]),
+    ("alert", &["notification"]),
+    ("email", &["notification"]),
+    ("table", &["schema"]),
+    ("column", &["field", "schema"]),
+    ("field", &["schema"]),
+    ("fail", &["error", "status"]),
+    ("failure", &["error", "status"]),
+    ("broken", &["error", "status"]),
+    ("error", &["status"]),
+    ("progress", &["status"]),
+    ("running", &["status"]),
+    ("log", &["log", "console"]),
+    ("history", &["execution", "list"]),
+    ("sql", &["query"]),
+    ("schedule", &["schedule", "frequency"]),
+    ("cron", &["schedule"]),
+    ("test", &["test"]),
+    ("check", &["test", "status"]),
+    ("verify", &["test"]),
+];
+const SYNONYM_WEIGHT: f32 = 0.5;
+
+/// Stemmed query terms with weights: the query's own words at 1.0, expansions at [`SYNONYM_WEIGHT`].
+pub fn expand(query: &str) -> Vec<(String, f32)> {
+    let mut terms: Vec<(String, f32)> = Vec::new();
+    let mut add = |term: String, weight: f32| match terms.iter_mut().find(|(t, _)| *t == term) {
+        Some((_, w)) => *w = w.max(weight),
+        None => terms.push((term, weight)),
+    };
+    for word in raw_words(query) {
+        if is_stopword(&word) {
+            continue;
+        }
+        let stemmed = stem(&word);
+        for (from, to) in SYNONYMS {
+            if stem(from) == stemmed || *from == word {
+                for target in *to {
+                    add(stem(target), SYNONYM_WEIGHT);
+                }
+            }
+        }
+        add(stemmed, 1.0);
+    }
+    terms
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MethodIntent {
+    Read,
+    Create,
+    Update,
+    Delete,
+    Action,
+}
+
+/// What a query's wording says about the kind of operation it wants.
+#[derive(Debug, Default)]
+pub struct Intent {
+    method: Option<MethodIntent>,
+    wants_collection: bool,
+    wants_item: bool,
+    bulk: bool,
+    model_sync: bool,
+    partner: bool,
+}
+
+const READ_WORDS: &[&str] = &[
+    "list", "show", "get", "find", "who", "whoami", "which", "what", "status", "see", "view", "look", "fetch",
+    "retrieve", "inspect", "describe", "check", "read", "display", "why", "details", "detail", "many", "count",
+    "download", "export", "lookup",
+];
+const CREATE_WORDS: &[&str] =
+    &["create", "add", "new", "make", "mint", "generate", "register", "issue", "provision", "setup", "invite", "build"];
+const UPDATE_WORDS: &[&str] =
+    &["update", "change", "edit", "rename", "modify", "set", "patch", "replace", "adjust", "reconfigure", "move"];
+const DELETE_WORDS: &[&str] = &["delete", "remove", "destroy", "drop", "erase", "revoke", "purge"];
+const ACTION_WORDS: &[&str] = &[
+    "start", "trigger", "run", "kick", "launch", "cancel", "stop", "abort", "halt", "pause", "resume", "activate",
+    "deactivate", "enable", "disable", "refresh", "rotate", "test", "execute", "rerun", "retry",
+];
+const COLLECTION_WORDS: &[&str] = &["list", "all", "every", "each", "many", "count", "enumerate", "which"];
+const ITEM_WORDS: &[&str] = &["specific", "single", "particular", "detail", "details", "id", "uuid", "this", "that"];
+const BULK_WORDS: &[&str] = &["bulk", "elt", "replication", "replicate", "replicating", "replicated", "replica"];
+const MODEL_SYNC_WORDS: &[&str] = &["retl", "reverse", "model", "models"];
+const PARTNER_WORDS: &[&str] = &["partner", "tenant", "tenants", "customer", "customers", "organizations", "orgs"];
+
+impl Intent {
+    pub fn of(query: &str) -> Self {
+        let words = raw_words(query);
+        let has = |list: &[&str]| words.iter().any(|w| list.contains(&w.as_str()));
+        // The first verb decides: "delete the sync's schedule" is a delete even if "schedule" appears later.
+        let method = words.iter().find_map(|w| {
+            let w = w.as_str();
+            if DELETE_WORDS.contains(&w) {
+                Some(MethodIntent::Delete)
+            } else if CREATE_WORDS.contains(&w) {
+                Some(MethodIntent::Create)
+            } else if UPDATE_WORDS.contains(&w) {
+                Some(MethodIntent::Update)
+            } else if ACTION_WORDS.contains(&w) {
+                Some(MethodIntent::Action)
+            } else if READ_WORDS.contains(&w) {
+                Some(MethodIntent::Read)
+            } else {
+                None
+            }
+        });
+        let plural_noun = words.iter().any(|w| {
+            w.len() > 4 && w.ends_with('s') && !w.ends_with("ss") && !w.ends_with("us") && !w.ends_with("is")
+        });
+        Self {
+            method,
+            wants_collection: has(COLLECTION_WORDS) || (plural_noun && !has(ITEM_WORDS)),
+            wants_item: has(ITEM_WORDS),
+            bulk: has(BULK_WORDS),
+            model_sync: has(MODEL_SYNC_WORDS),
+            partner: has(PARTNER_WORDS),
+        }
+    }
+
+    /// A factor around 1.0 applied to an operation's text score.
+    pub fn multiplier(&self, op: &Operation) -> f32 {
+        let mut factor = 1.0;
+        let ends_in_param = matches!(op.segments.last(), Some(Segment::Param(_)));
+        if let Some(method) = self.method {
+            let fits = match method {
+                MethodIntent::Read => op.method == "GET",
+                MethodIntent::Create => op.method == "POST",
+                MethodIntent::Update => matches!(op.method.as_str(), "PUT" | "PATCH"),
+                MethodIntent::Delete => op.method == "DELETE",
+                // Actions are POSTs to a verb sub-path (`/activate`, `/cancel`, `/executions`).
+                MethodIntent::Action => op.method == "POST",
+            };
+            factor *= if fits { 1.25 } else { 0.85 };
+        }
+        if op.method == "GET" {
+            if self.wants_collection && !self.wants_item && !ends_in_param {
+                factor *= 1.15;
+            }
+            if self.wants_item && ends_in_param {
+                factor *= 1.1;
+            }
+        }
+        let is_bulk = op.path.contains("/bulk/");
+        let is_model_sync = op.path.starts_with("/api/syncs");
+        if self.bulk {
+            if is_bulk {
+                factor *= 1.4;
+            } else if is_model_sync {
+                factor *= 0.7;
+            }
+        } else if self.model_sync && is_bulk {
+            factor *= 0.75;
+        }
+        if self.partner && op.key_type == KeyType::Partner {
+            factor *= 1.2;
+        }
+        factor
+    }
+}

@@ -1,0 +1,40 @@
+//! Shared application state, built once at start-up and handed to every request.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use url::Url;
+
+use crate::config::Config;
+use crate::openapi::IndexHandle;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+use crate::upstream::Upstream;
+
+#[derive(Debug)]
+pub struct App {
+    pub config: Config,
+    /// External origin, e.g. `https://mcp.polytomic.com`.
+    pub public_url: Url,
+    /// The MCP resource identifier: `{public_url}/mcp`.
+    pub mcp_url: String,
+    pub catalog: IndexHandle,
+    pub upstream: Upstream,
+    pub store: Store,
+    pub metrics: Metrics,
+    pub started: Instant,
+    /// `Host` values accepted on `/mcp` (lower case, with port where one is required).
+    pub allowed_hosts: Vec<String>,
+    /// `Origin` values accepted from browsers (serialised origins, lower case).
+    pub allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppState(pub Arc<App>);
+
+impl std::ops::Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}

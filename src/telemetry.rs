@@ -1,0 +1,121 @@
+//! Logs (tracing: pretty locally, JSON in production) and Prometheus metrics.
+
+use prometheus_client::encoding::{EncodeLabelSet, text::encode};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Installs the global subscriber. `RUST_LOG` overrides the default level.
+pub fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,rmcp=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    // `try_init` fails only when a subscriber is already set (tests); keeping the first one is right.
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToolLabels {
+    pub tool: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub method: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CategoryLabels {
+    pub category: String,
+}
+
+/// Every metric the server exports, registered once.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<RequestLabels, Counter>,
+    pub tool_calls: Family<ToolLabels, Counter>,
+    pub upstream_duration: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
+    pub auth_failures: Family<ReasonLabels, Counter>,
+    pub search_zero_hits: Counter,
+    pub feedback: Family<CategoryLabels, Counter>,
+}
+
+fn upstream_histogram() -> Histogram {
+    // 1 ms .. ~65 s
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("polytomic_mcp");
+        let http_requests = Family::<RequestLabels, Counter>::default();
+        let tool_calls = Family::<ToolLabels, Counter>::default();
+        let upstream_duration =
+            Family::<UpstreamLabels, Histogram>::new_with_constructor(upstream_histogram as fn() -> Histogram);
+        let auth_failures = Family::<ReasonLabels, Counter>::default();
+        let search_zero_hits = Counter::default();
+        let feedback = Family::<CategoryLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests by route and status", http_requests.clone());
+        registry.register("tool_calls", "MCP tool calls by tool and outcome", tool_calls.clone());
+        registry.register(
+            "upstream_request_duration_seconds",
+            "Polytomic API call latency by method and status",
+            upstream_duration.clone(),
+        );
+        registry.register("auth_failures", "Rejected requests by reason", auth_failures.clone());
+        registry.register("search_zero_hits", "Searches that matched no operation", search_zero_hits.clone());
+        registry.register("feedback", "Feedback records stored, by category", feedback.clone());
+        Self {
+            registry,
+            http_requests,
+            tool_calls,
+            upstream_duration,
+            auth_failures,
+            search_zero_hits,
+            feedback,
+        }
+    }
+
+    pub fn tool_call(&self, tool: &'static str, outcome: &'static str) {
+        self.tool_calls.get_or_create(&ToolLabels { tool, outcome }).inc();
+    }
+
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.auth_failures.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,217 @@
+//! The Polytomic client: one pooled reqwest client, request planning (validation against the index and URL
+//! building), bounded retries, a streamed response-size cap, and response shaping for agents.
+
+pub mod plan;
+mod shape;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+
+pub use plan::{PlanError, PlannedRequest, plan};
+pub use shape::{ShapeOptions, Shaped, shape_body};
+
+use crate::config::Config;
+use crate::secret::Secret;
+
+/// Retries after the first attempt for retryable statuses and connection failures.
+const MAX_RETRIES: u32 = 2;
+/// Longest `Retry-After` honoured; a longer wait is handed back to the agent instead.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+/// Response headers worth showing the agent so it can pace itself.
+pub const RATE_LIMIT_HEADERS: &[&str] =
+    &["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "retry-after", "x-polytomic-version"];
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    client: reqwest::Client,
+    pub base_url: url::Url,
+    pub api_version: String,
+    total_timeout: Duration,
+    max_response_bytes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("could not build the HTTP client: {0}")]
+    Client(String),
+    #[error("the Polytomic API did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("could not reach the Polytomic API: {0}")]
+    Connect(String),
+    #[error("the Polytomic API's response was larger than {0} bytes")]
+    TooLarge(usize),
+}
+
+/// What came back from Polytomic.
+#[derive(Debug)]
+pub struct UpstreamResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub attempts: u32,
+    pub elapsed: Duration,
+}
+
+impl Upstream {
+    pub fn new(config: &Config) -> Result<Self, UpstreamError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.upstream_connect_timeout())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            // A redirect could carry the caller's key to another host; Polytomic's API does not redirect.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("polytomic-mcp/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| UpstreamError::Client(e.to_string()))?;
+        Ok(Self {
+            client,
+            base_url: config.base_url.clone(),
+            api_version: config.api_version.clone(),
+            total_timeout: config.upstream_timeout(),
+            max_response_bytes: usize::try_from(config.max_upstream_response_bytes).unwrap_or(usize::MAX),
+        })
+    }
+
+    /// A plain client for fetching documents (OpenAPI refresh, metadata), sharing the connection pool.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    pub fn total_timeout(&self) -> Duration {
+        self.total_timeout
+    }
+
+    /// Sends a planned request with the caller's credential, retrying what is safe to retry.
+    pub async fn send(&self, request: &PlannedRequest, bearer: &Secret) -> Result<UpstreamResponse, UpstreamError> {
+        let started = Instant::now();
+        let deadline = started + self.total_timeout;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(UpstreamError::Timeout(self.total_timeout));
+            }
+            let outcome = tokio::time::timeout(remaining, self.attempt(request, bearer)).await;
+            let retry_allowed = request.retryable() && attempt <= MAX_RETRIES;
+            match outcome {
+                Err(_) => return Err(UpstreamError::Timeout(self.total_timeout)),
+                Ok(Err(AttemptError::Connect(message))) => {
+                    if retry_allowed && backoff(attempt, None, deadline).await {
+                        continue;
+                    }
+                    return Err(UpstreamError::Connect(message));
+                }
+                Ok(Err(AttemptError::TooLarge)) => return Err(UpstreamError::TooLarge(self.max_response_bytes)),
+                Ok(Ok((status, headers, body))) => {
+                    let retryable_status = matches!(status.as_u16(), 429 | 502 | 503 | 504);
+                    if retryable_status && retry_allowed {
+                        let wait = retry_after(&headers);
+                        if wait.is_none_or(|w| w <= MAX_RETRY_AFTER) && backoff(attempt, wait, deadline).await {
+                            continue;
+                        }
+                    }
+                    return Ok(UpstreamResponse { status, headers, body, attempts: attempt, elapsed: started.elapsed() });
+                }
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        request: &PlannedRequest,
+        bearer: &Secret,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), AttemptError> {
+        let mut builder = self
+            .client
+            .request(request.method.clone(), request.url.clone())
+            .header(header::AUTHORIZATION, bearer_header(bearer)?)
+            .header("X-Polytomic-Version", &self.api_version)
+            .header(header::ACCEPT, "application/json");
+        if let Some(key) = &request.idempotency_key {
+            builder = builder.header("Idempotency-Key", key);
+        }
+        if let Some(body) = &request.body {
+            builder = builder.header(header::CONTENT_TYPE, "application/json").body(body.clone());
+        }
+        let mut response = builder.send().await.map_err(|e| AttemptError::Connect(describe_reqwest(&e)))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        if response.content_length().is_some_and(|len| len > self.max_response_bytes as u64) {
+            return Err(AttemptError::TooLarge);
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| AttemptError::Connect(describe_reqwest(&e)))? {
+            if body.len() + chunk.len() > self.max_response_bytes {
+                return Err(AttemptError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, headers, Bytes::from(body)))
+    }
+}
+
+#[derive(Debug)]
+enum AttemptError {
+    Connect(String),
+    TooLarge,
+}
+
+fn bearer_header(bearer: &Secret) -> Result<HeaderValue, AttemptError> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {}", bearer.expose()))
+        .map_err(|_| AttemptError::Connect("the API key contains characters that cannot be sent in a header".into()))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// reqwest's errors can include the URL; ours never contains secrets, but keep the message short anyway.
+fn describe_reqwest(error: &reqwest::Error) -> String {
+    if error.is_connect() {
+        "connection refused or failed".into()
+    } else if error.is_timeout() {
+        "timed out".into()
+    } else if error.is_body() || error.is_decode() {
+        "the response body could not be read".into()
+    } else {
+        "request failed".into()
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by Polytomic).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// Sleeps before the next attempt (exponential from 200 ms, or `Retry-After`); false when the deadline
+/// would pass first.
+async fn backoff(attempt: u32, retry_after: Option<Duration>, deadline: Instant) -> bool {
+    let wait = retry_after.unwrap_or_else(|| Duration::from_millis(200 * 2u64.pow(attempt.saturating_sub(1))));
+    if Instant::now() + wait >= deadline {
+        return false;
+    }
+    tokio::time::sleep(wait).await;
+    true
+}
+
+/// Methods `execute` accepts, upper case.
+pub fn parse_method(method: &str) -> Option<Method> {
+    match method.trim().to_ascii_uppercase().as_str() {
+        "GET" => Some(Method::GET),
+        "HEAD" => Some(Method::HEAD),
+        "POST" => Some(Method::POST),
+        "PUT" => Some(Method::PUT),
+        "PATCH" => Some(Method::PATCH),
+        "DELETE" => Some(Method::DELETE),
+        _ => None,
+    }
+}
