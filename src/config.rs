@@ -13,7 +13,11 @@ use crate::auth::AccessMode;
 use crate::secret::Secret;
 
 #[derive(Debug, Parser)]
-#[command(name = "polytomic-mcp", version, about = "MCP server for the Polytomic API")]
+#[command(
+    name = "polytomic-mcp",
+    version,
+    about = "MCP server for the Polytomic API"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub config: Config,
@@ -66,7 +70,11 @@ pub struct Config {
     pub database_url: String,
 
     /// `read-only` caps every session; no header can lift it.
-    #[arg(long, env = "POLYTOMIC_MCP_MAX_ACCESS_MODE", default_value = "full-access")]
+    #[arg(
+        long,
+        env = "POLYTOMIC_MCP_MAX_ACCESS_MODE",
+        default_value = "full-access"
+    )]
     pub max_access_mode: AccessMode,
 
     /// Upstream OAuth authorize endpoint (OAuth is on when authorize URL, token URL and client id are set).
@@ -131,7 +139,9 @@ impl Config {
     }
 
     pub fn oauth_enabled(&self) -> bool {
-        self.oauth_authorize_url.is_some() && self.oauth_token_url.is_some() && self.oauth_client_id.is_some()
+        self.oauth_authorize_url.is_some()
+            && self.oauth_token_url.is_some()
+            && self.oauth_client_id.is_some()
     }
 
     pub fn upstream_connect_timeout(&self) -> Duration {
@@ -157,11 +167,17 @@ impl Config {
 }
 
 fn parse_base_url(value: &str) -> Result<Url, String> {
-    let url = Url::parse(value).map_err(|e| format!("not an absolute URL ({e}); expected e.g. https://app.polytomic.com"))?;
+    let url = Url::parse(value).map_err(|e| {
+        format!("not an absolute URL ({e}); expected e.g. https://app.polytomic.com")
+    })?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err("scheme must be http or https".into());
     }
-    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+    if url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
         return Err("must be a plain origin (no query, fragment or credentials), e.g. https://app.polytomic.com".into());
     }
     Ok(url)
@@ -185,7 +201,13 @@ fn parse_origin(value: &str) -> Result<Url, String> {
 
 fn parse_api_version(value: &str) -> Result<String, String> {
     let ok = value.len() == 10
-        && value.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
+        && value.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
     if ok {
         Ok(value.to_owned())
     } else {
@@ -194,7 +216,10 @@ fn parse_api_version(value: &str) -> Result<String, String> {
 }
 
 fn parse_database_url(value: &str) -> Result<String, String> {
-    if value.starts_with("sqlite:") || value.starts_with("postgres://") || value.starts_with("postgresql://") {
+    if value.starts_with("sqlite:")
+        || value.starts_with("postgres://")
+        || value.starts_with("postgresql://")
+    {
         Ok(value.to_owned())
     } else {
         Err("expected sqlite://FILE (one node) or postgres://… (several replicas)".into())

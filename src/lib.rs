@@ -43,10 +43,15 @@ pub enum StartError {
     Serve(#[from] std::io::Error),
 }
 
+/// reqwest is built without a bundled crypto provider (ring builds faster and smaller than aws-lc); install
+/// it once per process before any client is built. A second call is a no-op.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Builds the shared state: HTTP client, index, store.
 pub async fn build_state(config: Config, bound_port: u16) -> Result<AppState, StartError> {
-    // reqwest is built without a bundled crypto provider; install ring once per process.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    install_crypto_provider();
     config.validate().map_err(StartError::Config)?;
     let public_url = config
         .public_url(bound_port)
@@ -80,7 +85,11 @@ pub async fn build_state(config: Config, bound_port: u16) -> Result<AppState, St
 }
 
 /// Serves on `listener` until `shutdown` is cancelled, then drains in-flight requests.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), StartError> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
     let address = listener.local_addr()?;
     let state = build_state(config, address.port()).await?;
     let source = IndexSource::from_setting(state.config.openapi.as_deref());
@@ -94,7 +103,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let app = http::router(state.clone(), shutdown.clone());
     tracing::info!(%address, mcp = %state.mcp_url, "listening");
     let drain = shutdown.clone();
-    axum::serve(listener, app).with_graceful_shutdown(async move { drain.cancelled().await }).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { drain.cancelled().await })
+        .await?;
     state.store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -25,9 +25,9 @@ async fn main() -> ExitCode {
 
 async fn serve(config: polytomic_mcp::config::Config) -> anyhow::Result<()> {
     let address = SocketAddr::new(config.http_host, config.http_port);
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot bind {address} (POLYTOMIC_HTTP_HOST/POLYTOMIC_HTTP_PORT): {e}"))?;
+    let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+        anyhow::anyhow!("cannot bind {address} (POLYTOMIC_HTTP_HOST/POLYTOMIC_HTTP_PORT): {e}")
+    })?;
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
     polytomic_mcp::run(config, listener, shutdown).await?;
@@ -38,7 +38,9 @@ async fn wait_for_signal(shutdown: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
             Ok(term) => term,
             Err(error) => {
                 tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the server");

@@ -11,11 +11,18 @@ use crate::config::LogFormat;
 
 /// Installs the global subscriber. `RUST_LOG` overrides the default level.
 pub fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,rmcp=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,rmcp=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     // `try_init` fails only when a subscriber is already set (tests); keeping the first one is right.
     let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
         LogFormat::Text => builder.try_init(),
     };
 }
@@ -70,21 +77,42 @@ impl Metrics {
         let mut registry = Registry::with_prefix("polytomic_mcp");
         let http_requests = Family::<RequestLabels, Counter>::default();
         let tool_calls = Family::<ToolLabels, Counter>::default();
-        let upstream_duration =
-            Family::<UpstreamLabels, Histogram>::new_with_constructor(upstream_histogram as fn() -> Histogram);
+        let upstream_duration = Family::<UpstreamLabels, Histogram>::new_with_constructor(
+            upstream_histogram as fn() -> Histogram,
+        );
         let auth_failures = Family::<ReasonLabels, Counter>::default();
         let search_zero_hits = Counter::default();
         let feedback = Family::<CategoryLabels, Counter>::default();
-        registry.register("http_requests", "HTTP requests by route and status", http_requests.clone());
-        registry.register("tool_calls", "MCP tool calls by tool and outcome", tool_calls.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            http_requests.clone(),
+        );
+        registry.register(
+            "tool_calls",
+            "MCP tool calls by tool and outcome",
+            tool_calls.clone(),
+        );
         registry.register(
             "upstream_request_duration_seconds",
             "Polytomic API call latency by method and status",
             upstream_duration.clone(),
         );
-        registry.register("auth_failures", "Rejected requests by reason", auth_failures.clone());
-        registry.register("search_zero_hits", "Searches that matched no operation", search_zero_hits.clone());
-        registry.register("feedback", "Feedback records stored, by category", feedback.clone());
+        registry.register(
+            "auth_failures",
+            "Rejected requests by reason",
+            auth_failures.clone(),
+        );
+        registry.register(
+            "search_zero_hits",
+            "Searches that matched no operation",
+            search_zero_hits.clone(),
+        );
+        registry.register(
+            "feedback",
+            "Feedback records stored, by category",
+            feedback.clone(),
+        );
         Self {
             registry,
             http_requests,
@@ -97,11 +125,15 @@ impl Metrics {
     }
 
     pub fn tool_call(&self, tool: &'static str, outcome: &'static str) {
-        self.tool_calls.get_or_create(&ToolLabels { tool, outcome }).inc();
+        self.tool_calls
+            .get_or_create(&ToolLabels { tool, outcome })
+            .inc();
     }
 
     pub fn auth_failure(&self, reason: &'static str) {
-        self.auth_failures.get_or_create(&ReasonLabels { reason }).inc();
+        self.auth_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     /// The Prometheus text exposition.

@@ -14,12 +14,20 @@ use crate::state::AppState;
 /// Longest bearer token accepted; real keys and our tokens are far shorter.
 const MAX_TOKEN_LEN: usize = 4096;
 
-pub async fn require_principal(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn require_principal(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let token = match bearer_token(request.headers()) {
         Ok(token) => token,
         Err((reason, message)) => {
             state.metrics.auth_failure(reason);
-            return ApiError::Unauthorized { message, realm_hint: None }.into_response();
+            return ApiError::Unauthorized {
+                message,
+                realm_hint: None,
+            }
+            .into_response();
         }
     };
     let modes = match parse_modes(request.headers(), state.config.max_access_mode) {
@@ -48,15 +56,22 @@ fn bearer_token(headers: &HeaderMap) -> Result<Secret, (&'static str, String)> {
     let Some(value) = values.next() else {
         return Err((
             "missing_token",
-            "missing Authorization header: send `Authorization: Bearer <your Polytomic API key>`".into(),
+            "missing Authorization header: send `Authorization: Bearer <your Polytomic API key>`"
+                .into(),
         ));
     };
     if values.next().is_some() {
-        return Err(("malformed_token", "send exactly one Authorization header".into()));
+        return Err((
+            "malformed_token",
+            "send exactly one Authorization header".into(),
+        ));
     }
-    let value = value
-        .to_str()
-        .map_err(|_| ("malformed_token", "the Authorization header must be plain ASCII".to_owned()))?;
+    let value = value.to_str().map_err(|_| {
+        (
+            "malformed_token",
+            "the Authorization header must be plain ASCII".to_owned(),
+        )
+    })?;
     let (scheme, token) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err((
@@ -66,7 +81,10 @@ fn bearer_token(headers: &HeaderMap) -> Result<Secret, (&'static str, String)> {
     }
     let token = token.trim();
     if token.is_empty() {
-        return Err(("missing_token", "the bearer token is empty: put your Polytomic API key after `Bearer `".into()));
+        return Err((
+            "missing_token",
+            "the bearer token is empty: put your Polytomic API key after `Bearer `".into(),
+        ));
     }
     if token.len() > MAX_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
         return Err((
@@ -79,7 +97,11 @@ fn bearer_token(headers: &HeaderMap) -> Result<Secret, (&'static str, String)> {
 
 /// Rejects requests whose `Host` is not this server's, and browser requests from origins not allowed.
 /// DNS-rebinding protection for `/mcp`: a page on another site must not be able to drive a local server.
-pub async fn check_host_and_origin(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn check_host_and_origin(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let host = request
         .headers()
         .get(header::HOST)
@@ -99,8 +121,12 @@ pub async fn check_host_and_origin(State(state): State<AppState>, request: Reque
         .into_response();
     }
     if let Some(origin) = request.headers().get(header::ORIGIN) {
-        let origin = origin.to_str().unwrap_or_default().trim().to_ascii_lowercase();
-        if !state.allowed_origins.iter().any(|allowed| *allowed == origin) {
+        let origin = origin
+            .to_str()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if !state.allowed_origins.contains(&origin) {
             state.metrics.auth_failure("bad_origin");
             return ApiError::Forbidden(format!(
                 "Origin {:?} is not allowed to call this server; allowed: {} (operators add browser origins with POLYTOMIC_MCP_ALLOWED_ORIGINS)",
@@ -115,18 +141,23 @@ pub async fn check_host_and_origin(State(state): State<AppState>, request: Reque
 
 fn host_allowed(allowed: &[String], host: &str) -> bool {
     let host = host.trim().to_ascii_lowercase();
-    allowed.iter().any(|a| *a == host)
+    allowed.contains(&host)
 }
 
 /// The `Host` values that address this server: the public URL's authority (with and without its default
 /// port) and, when the public URL is loopback, the other loopback spellings.
 pub fn allowed_hosts(public_url: &url::Url) -> Vec<String> {
     let mut hosts = Vec::new();
-    let Some(host) = public_url.host_str() else { return hosts };
+    let Some(host) = public_url.host_str() else {
+        return hosts;
+    };
     let host = host.to_ascii_lowercase();
     let loopback = matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]");
-    let names: Vec<String> =
-        if loopback { vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()] } else { vec![host] };
+    let names: Vec<String> = if loopback {
+        vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()]
+    } else {
+        vec![host]
+    };
     for name in names {
         match public_url.port() {
             Some(port) => hosts.push(format!("{name}:{port}")),
@@ -162,14 +193,23 @@ mod tests {
     #[test]
     fn hosts_for_a_public_https_url() {
         let url = url::Url::parse("https://mcp.example.com").unwrap();
-        assert_eq!(allowed_hosts(&url), ["mcp.example.com", "mcp.example.com:443"]);
-        assert_eq!(allowed_origins(&url, &[]), ["https://mcp.example.com", "https://mcp.example.com:443"]);
+        assert_eq!(
+            allowed_hosts(&url),
+            ["mcp.example.com", "mcp.example.com:443"]
+        );
+        assert_eq!(
+            allowed_origins(&url, &[]),
+            ["https://mcp.example.com", "https://mcp.example.com:443"]
+        );
     }
 
     #[test]
     fn loopback_accepts_every_loopback_spelling() {
         let url = url::Url::parse("http://127.0.0.1:3000").unwrap();
-        assert_eq!(allowed_hosts(&url), ["localhost:3000", "127.0.0.1:3000", "[::1]:3000"]);
+        assert_eq!(
+            allowed_hosts(&url),
+            ["localhost:3000", "127.0.0.1:3000", "[::1]:3000"]
+        );
         assert!(!host_allowed(&allowed_hosts(&url), "evil.example:3000"));
         assert!(host_allowed(&allowed_hosts(&url), "LOCALHOST:3000"));
     }

@@ -87,14 +87,21 @@ pub struct Modes {
 pub fn parse_modes(headers: &HeaderMap, max_access: AccessMode) -> Result<Modes, HeaderError> {
     let text = |name: &'static str| -> Result<Option<&str>, HeaderError> {
         let mut values = headers.get_all(name).iter();
-        let Some(first) = values.next() else { return Ok(None) };
+        let Some(first) = values.next() else {
+            return Ok(None);
+        };
         if values.next().is_some() {
-            return Err(header_error(name, format!("{} was sent more than once; send it once", canonical(name))));
+            return Err(header_error(
+                name,
+                format!("{} was sent more than once; send it once", canonical(name)),
+            ));
         }
-        first
-            .to_str()
-            .map(|v| Some(v.trim()))
-            .map_err(|_| header_error(name, format!("{} must be plain ASCII text", canonical(name))))
+        first.to_str().map(|v| Some(v.trim())).map_err(|_| {
+            header_error(
+                name,
+                format!("{} must be plain ASCII text", canonical(name)),
+            )
+        })
     };
 
     let requested_access = match text(ACCESS_MODE_HEADER)? {
@@ -109,13 +116,19 @@ pub fn parse_modes(headers: &HeaderMap, max_access: AccessMode) -> Result<Modes,
             )
         })?,
     };
-    let auth_mode = match text(AUTH_MODE_HEADER)?.map(str::to_ascii_lowercase).as_deref() {
+    let auth_mode = match text(AUTH_MODE_HEADER)?
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None | Some("") | Some("user") => AuthMode::User,
         Some("partner") => AuthMode::Partner,
         Some(other) => {
             return Err(header_error(
                 AUTH_MODE_HEADER,
-                format!("X-Polytomic-Auth-Mode has an unsupported value {:?}; allowed values: user, partner", truncate(other)),
+                format!(
+                    "X-Polytomic-Auth-Mode has an unsupported value {:?}; allowed values: user, partner",
+                    truncate(other)
+                ),
             ));
         }
     };
@@ -140,7 +153,11 @@ pub fn parse_modes(headers: &HeaderMap, max_access: AccessMode) -> Result<Modes,
             Some(value.to_ascii_lowercase())
         }
     };
-    Ok(Modes { access_mode: requested_access.min(max_access), auth_mode, partner_org_id })
+    Ok(Modes {
+        access_mode: requested_access.min(max_access),
+        auth_mode,
+        partner_org_id,
+    })
 }
 
 fn canonical(name: &str) -> &'static str {
@@ -172,20 +189,42 @@ mod tests {
     #[test]
     fn defaults_are_user_and_full_access() {
         let modes = parse_modes(&HeaderMap::new(), AccessMode::FullAccess).unwrap();
-        assert_eq!(modes, Modes { access_mode: AccessMode::FullAccess, auth_mode: AuthMode::User, partner_org_id: None });
+        assert_eq!(
+            modes,
+            Modes {
+                access_mode: AccessMode::FullAccess,
+                auth_mode: AuthMode::User,
+                partner_org_id: None
+            }
+        );
     }
 
     #[test]
     fn server_maximum_caps_the_header() {
-        let modes = parse_modes(&headers(&[(ACCESS_MODE_HEADER, "full-access")]), AccessMode::ReadOnly).unwrap();
+        let modes = parse_modes(
+            &headers(&[(ACCESS_MODE_HEADER, "full-access")]),
+            AccessMode::ReadOnly,
+        )
+        .unwrap();
         assert_eq!(modes.access_mode, AccessMode::ReadOnly);
     }
 
     #[test]
     fn bad_values_name_header_and_allowed_values() {
-        let err = parse_modes(&headers(&[(ACCESS_MODE_HEADER, "readonly")]), AccessMode::FullAccess).unwrap_err();
-        assert!(err.message.contains("X-Polytomic-Access-Mode") && err.message.contains("read-only, full-access"));
-        let err = parse_modes(&headers(&[(AUTH_MODE_HEADER, "admin")]), AccessMode::FullAccess).unwrap_err();
+        let err = parse_modes(
+            &headers(&[(ACCESS_MODE_HEADER, "readonly")]),
+            AccessMode::FullAccess,
+        )
+        .unwrap_err();
+        assert!(
+            err.message.contains("X-Polytomic-Access-Mode")
+                && err.message.contains("read-only, full-access")
+        );
+        let err = parse_modes(
+            &headers(&[(AUTH_MODE_HEADER, "admin")]),
+            AccessMode::FullAccess,
+        )
+        .unwrap_err();
         assert!(err.message.contains("user, partner"));
         let err = parse_modes(
             &headers(&[(AUTH_MODE_HEADER, "partner"), (PARTNER_ORG_HEADER, "acme")]),
@@ -208,7 +247,10 @@ mod tests {
     #[test]
     fn duplicate_header_is_refused() {
         let err = parse_modes(
-            &headers(&[(ACCESS_MODE_HEADER, "read-only"), (ACCESS_MODE_HEADER, "full-access")]),
+            &headers(&[
+                (ACCESS_MODE_HEADER, "read-only"),
+                (ACCESS_MODE_HEADER, "full-access"),
+            ]),
             AccessMode::FullAccess,
         )
         .unwrap_err();

@@ -56,7 +56,10 @@ pub fn router(state: AppState, shutdown: CancellationToken) -> Router {
 
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::list(
-            state.allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()),
+            state
+                .allowed_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
         ))
         .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
         .allow_headers([
@@ -72,7 +75,11 @@ pub fn router(state: AppState, shutdown: CancellationToken) -> Router {
             HeaderName::from_static("x-polytomic-auth-mode"),
             HeaderName::from_static("x-polytomic-partner-org-id"),
         ])
-        .expose_headers([HeaderName::from_static("mcp-session-id"), header::WWW_AUTHENTICATE, REQUEST_ID])
+        .expose_headers([
+            HeaderName::from_static("mcp-session-id"),
+            header::WWW_AUTHENTICATE,
+            REQUEST_ID,
+        ])
         .max_age(Duration::from_secs(600));
 
     Router::new()
@@ -93,7 +100,11 @@ pub fn router(state: AppState, shutdown: CancellationToken) -> Router {
 }
 
 async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = match request.extensions().get::<MatchedPath>().map(MatchedPath::as_str) {
+    let route = match request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+    {
         Some("/mcp") => "/mcp",
         Some("/healthz") => "/healthz",
         Some("/readyz") => "/readyz",
@@ -104,7 +115,10 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
     state
         .metrics
         .http_requests
-        .get_or_create(&RequestLabels { route, status: response.status().as_u16() })
+        .get_or_create(&RequestLabels {
+            route,
+            status: response.status().as_u16(),
+        })
         .inc();
     response
 }
@@ -117,7 +131,11 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let operations = state.catalog.current().index.operations.len();
     let store_ok = state.store.ping().await;
     let ready = operations > 0 && store_ok;
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (
         status,
         axum::Json(json!({
@@ -130,7 +148,10 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.render(),
     )
 }
@@ -139,6 +160,8 @@ async fn not_found(request: Request) -> impl IntoResponse {
     let _ = request;
     (
         StatusCode::NOT_FOUND,
-        axum::Json(json!({"error": "not_found", "message": "no such route; the MCP endpoint is /mcp"})),
+        axum::Json(
+            json!({"error": "not_found", "message": "no such route; the MCP endpoint is /mcp"}),
+        ),
     )
 }

@@ -6,8 +6,9 @@ mod tools;
 use std::borrow::Cow;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, ListToolsResult,
-    PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig,
+    Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -50,7 +51,9 @@ impl PolytomicMcp {
             .extensions
             .get::<http::request::Parts>()
             .and_then(|parts| parts.extensions.get::<Principal>())
-            .ok_or_else(|| McpError::internal_error("request reached a tool without authentication", None))
+            .ok_or_else(|| {
+                McpError::internal_error("request reached a tool without authentication", None)
+            })
     }
 }
 
@@ -75,11 +78,15 @@ impl ServerHandler for PolytomicMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         let principal = Self::principal(&context)?;
-        Ok(ListToolsResult::with_all_items(tools::definitions(principal.access_mode == AccessMode::ReadOnly)))
+        Ok(ListToolsResult::with_all_items(tools::definitions(
+            principal.access_mode == AccessMode::ReadOnly,
+        )))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        tools::definitions(false).into_iter().find(|tool| tool.name == name)
+        tools::definitions(false)
+            .into_iter()
+            .find(|tool| tool.name == name)
     }
 
     async fn call_tool(
@@ -94,23 +101,47 @@ impl ServerHandler for PolytomicMcp {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let client = context.peer.peer_info().map(|info| {
-            (info.client_info.name.clone(), info.client_info.version.clone())
+            (
+                info.client_info.name.clone(),
+                info.client_info.version.clone(),
+            )
         });
-        let call = CallContext { state: &self.state, principal, request_id, client };
+        let call = CallContext {
+            state: &self.state,
+            principal,
+            request_id,
+            client,
+        };
         let arguments = Value::Object(request.arguments.unwrap_or_default());
         let name = request.name.as_ref();
         let (tool, result) = match name {
-            tools::search::NAME => (tools::search::NAME, tools::search::call(&call, arguments).await),
-            tools::execute::NAME => (tools::execute::NAME, tools::execute::call(&call, arguments).await),
-            tools::feedback::NAME => (tools::feedback::NAME, tools::feedback::call(&call, arguments).await),
+            tools::search::NAME => (
+                tools::search::NAME,
+                tools::search::call(&call, arguments).await,
+            ),
+            tools::execute::NAME => (
+                tools::execute::NAME,
+                tools::execute::call(&call, arguments).await,
+            ),
+            tools::feedback::NAME => (
+                tools::feedback::NAME,
+                tools::feedback::call(&call, arguments).await,
+            ),
             other => {
                 return Err(McpError::invalid_params(
-                    format!("unknown tool {other:?}; this server has: {}", TOOL_NAMES.join(", ")),
+                    format!(
+                        "unknown tool {other:?}; this server has: {}",
+                        TOOL_NAMES.join(", ")
+                    ),
                     None,
                 ));
             }
         };
-        let outcome = if result.is_error == Some(true) { "error" } else { "ok" };
+        let outcome = if result.is_error == Some(true) {
+            "error"
+        } else {
+            "ok"
+        };
         self.state.metrics.tool_call(tool, outcome);
         Ok(result.into())
     }

@@ -76,8 +76,16 @@ pub struct Pagination {
     pub style: String,
     /// Query parameters that select a page.
     pub request: Vec<String>,
-    /// Dotted path in the response holding the next cursor or link.
-    pub next: String,
+    /// Dotted path in the response holding the next cursor or link; `None` when the response carries none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// Where to derive the next bound from when `next` is absent (e.g. `data[].created_at`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor_from: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_limit: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,11 +125,15 @@ impl Operation {
     }
 
     pub fn path_params(&self) -> impl Iterator<Item = &Param> {
-        self.params.iter().filter(|p| p.location == ParamLocation::Path)
+        self.params
+            .iter()
+            .filter(|p| p.location == ParamLocation::Path)
     }
 
     pub fn query_params(&self) -> impl Iterator<Item = &Param> {
-        self.params.iter().filter(|p| p.location == ParamLocation::Query)
+        self.params
+            .iter()
+            .filter(|p| p.location == ParamLocation::Query)
     }
 }
 
@@ -154,7 +166,10 @@ pub struct OperationIndex {
 impl OperationIndex {
     /// Builds the index from a parsed OpenAPI 3.x document.
     pub fn from_document(doc: &Value) -> Result<Self, String> {
-        let version = doc.get("openapi").and_then(Value::as_str).unwrap_or_default();
+        let version = doc
+            .get("openapi")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if !version.starts_with("3.") {
             return Err(format!(
                 "expected an OpenAPI 3.x document (field `openapi` = \"3.0.x\" or \"3.1.x\"), found {:?}",
@@ -171,7 +186,11 @@ impl OperationIndex {
             if !path.starts_with('/') {
                 return Err(format!("path `{path}` does not start with `/`"));
             }
-            let shared_params = item.get("parameters").and_then(Value::as_array).cloned().unwrap_or_default();
+            let shared_params = item
+                .get("parameters")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             for method in METHODS {
                 let Some(op) = item.get(method) else { continue };
                 let operation = build_operation(doc, path, method, op, &shared_params, &key_types)
@@ -190,8 +209,16 @@ impl OperationIndex {
         }
         let tags = build_tags(doc, &operations);
         Ok(Self {
-            title: doc.pointer("/info/title").and_then(Value::as_str).unwrap_or("API").to_owned(),
-            version: doc.pointer("/info/version").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            title: doc
+                .pointer("/info/title")
+                .and_then(Value::as_str)
+                .unwrap_or("API")
+                .to_owned(),
+            version: doc
+                .pointer("/info/version")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
             operations,
             tags,
             by_key,
@@ -207,7 +234,11 @@ impl OperationIndex {
 
     /// Matches decoded path segments against every template; literal segments beat parameters, so
     /// `/api/syncs/status` (if it existed) would win over `/api/syncs/{id}`.
-    pub fn match_path<'a>(&'a self, method: Option<&str>, segments: &[String]) -> Vec<PathMatch<'a>> {
+    pub fn match_path<'a>(
+        &'a self,
+        method: Option<&str>,
+        segments: &[String],
+    ) -> Vec<PathMatch<'a>> {
         let mut matches: Vec<(usize, PathMatch<'a>)> = Vec::new();
         for op in &self.operations {
             if method.is_some_and(|m| m != op.method) || op.segments.len() != segments.len() {
@@ -233,21 +264,33 @@ impl OperationIndex {
                 }
             }
             if ok {
-                matches.push((literal_hits, PathMatch { operation: op, params }));
+                matches.push((
+                    literal_hits,
+                    PathMatch {
+                        operation: op,
+                        params,
+                    },
+                ));
             }
         }
         let best = matches.iter().map(|(hits, _)| *hits).max().unwrap_or(0);
-        matches.into_iter().filter(|(hits, _)| *hits == best).map(|(_, m)| m).collect()
+        matches
+            .into_iter()
+            .filter(|(hits, _)| *hits == best)
+            .map(|(_, m)| m)
+            .collect()
     }
 }
 
 pub fn split_template(path: &str) -> Vec<Segment> {
     path.trim_start_matches('/')
         .split('/')
-        .map(|seg| match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-            Some(name) => Segment::Param(name.to_owned()),
-            None => Segment::Literal(seg.to_owned()),
-        })
+        .map(
+            |seg| match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(name) => Segment::Param(name.to_owned()),
+                None => Segment::Literal(seg.to_owned()),
+            },
+        )
         .collect()
 }
 
@@ -258,7 +301,10 @@ fn security_key_types(doc: &Value) -> BTreeMap<String, KeyType> {
         for (name, scheme) in schemes {
             let text = format!(
                 "{name} {}",
-                scheme.get("description").and_then(Value::as_str).unwrap_or_default()
+                scheme
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
             )
             .to_lowercase();
             let kind = if text.contains("partner") {
@@ -291,9 +337,16 @@ fn key_type_of(op: &Value, params: &[Value], schemes: &BTreeMap<String, KeyType>
     // Documents without `security` (such as Fern exports) describe the key on the Authorization header.
     for param in params {
         if param.get("in").and_then(Value::as_str) == Some("header")
-            && param.get("name").and_then(Value::as_str).is_some_and(|n| n.eq_ignore_ascii_case("authorization"))
+            && param
+                .get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.eq_ignore_ascii_case("authorization"))
         {
-            let text = param.get("description").and_then(Value::as_str).unwrap_or_default().to_lowercase();
+            let text = param
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_lowercase();
             if text.contains("partner") {
                 return KeyType::Partner;
             }
@@ -315,7 +368,12 @@ fn build_operation(
 ) -> Result<Operation, String> {
     // Operation-level parameters override path-level ones with the same name and location.
     let mut raw_params: Vec<Value> = Vec::new();
-    for p in shared_params.iter().chain(op.get("parameters").and_then(Value::as_array).into_iter().flatten()) {
+    for p in shared_params.iter().chain(
+        op.get("parameters")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten(),
+    ) {
         let p = schema::resolve(doc, p)?;
         let id = (p.get("name").cloned(), p.get("in").cloned());
         raw_params.retain(|q| (q.get("name").cloned(), q.get("in").cloned()) != id);
@@ -324,45 +382,59 @@ fn build_operation(
     let key_type = key_type_of(op, &raw_params, schemes);
     let mut params = Vec::new();
     for p in &raw_params {
-        let name = p.get("name").and_then(Value::as_str).ok_or("a parameter has no name")?;
+        let name = p
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or("a parameter has no name")?;
         let location = match p.get("in").and_then(Value::as_str) {
             Some("path") => ParamLocation::Path,
             Some("query") => ParamLocation::Query,
             Some("header") => {
                 // The server sends these itself; listing them would invite the agent to pass secrets.
-                if name.eq_ignore_ascii_case("authorization") || name.eq_ignore_ascii_case("x-polytomic-version") {
+                if name.eq_ignore_ascii_case("authorization")
+                    || name.eq_ignore_ascii_case("x-polytomic-version")
+                {
                     continue;
                 }
                 ParamLocation::Header
             }
             _ => continue, // cookies are not used by this API
         };
-        let schema = p.get("schema").cloned().unwrap_or(Value::Object(Default::default()));
+        let schema = p
+            .get("schema")
+            .cloned()
+            .unwrap_or(Value::Object(Default::default()));
         params.push(Param {
             name: name.to_owned(),
             location,
-            required: location == ParamLocation::Path || p.get("required").and_then(Value::as_bool).unwrap_or(false),
+            required: location == ParamLocation::Path
+                || p.get("required").and_then(Value::as_bool).unwrap_or(false),
             ty: describe_type(&schema),
             enum_values: enum_values(&schema),
-            description: p.get("description").and_then(Value::as_str).map(str::to_owned),
+            description: p
+                .get("description")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             schema,
         });
     }
     let segments = split_template(path);
     for seg in &segments {
-        if let Segment::Param(name) = seg {
-            if !params.iter().any(|p| p.location == ParamLocation::Path && &p.name == name) {
-                // Templates without a declared parameter still need one for matching and validation.
-                params.push(Param {
-                    name: name.clone(),
-                    location: ParamLocation::Path,
-                    required: true,
-                    ty: "string".into(),
-                    enum_values: Vec::new(),
-                    description: None,
-                    schema: serde_json::json!({"type": "string"}),
-                });
-            }
+        if let Segment::Param(name) = seg
+            && !params
+                .iter()
+                .any(|p| p.location == ParamLocation::Path && &p.name == name)
+        {
+            // Templates without a declared parameter still need one for matching and validation.
+            params.push(Param {
+                name: name.clone(),
+                location: ParamLocation::Path,
+                required: true,
+                ty: "string".into(),
+                enum_values: Vec::new(),
+                description: None,
+                schema: serde_json::json!({"type": "string"}),
+            });
         }
     }
 
@@ -372,10 +444,19 @@ fn build_operation(
             let schema = body
                 .get("content")
                 .and_then(Value::as_object)
-                .and_then(|content| content.get("application/json").or_else(|| content.values().next()))
+                .and_then(|content| {
+                    content
+                        .get("application/json")
+                        .or_else(|| content.values().next())
+                })
                 .and_then(|media| media.get("schema"))
                 .cloned();
-            (body.get("required").and_then(Value::as_bool).unwrap_or(false), schema)
+            (
+                body.get("required")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+                schema,
+            )
         }
         None => (false, None),
     };
@@ -389,28 +470,63 @@ fn build_operation(
     let response_fields = success.as_ref().map(response_shape).unwrap_or_default();
     let pagination = match op.get("x-pagination") {
         Some(explicit) => Some(Pagination {
-            style: explicit.get("style").and_then(Value::as_str).unwrap_or("cursor").to_owned(),
+            style: explicit
+                .get("style")
+                .and_then(Value::as_str)
+                .unwrap_or("cursor")
+                .to_owned(),
             request: explicit
                 .get("request")
                 .and_then(Value::as_array)
-                .map(|names| names.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .map(|names| {
+                    names
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
                 .unwrap_or_default(),
-            next: explicit.get("next").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            next: explicit
+                .get("next")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            cursor_from: explicit
+                .get("cursor_from")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            max_limit: explicit.get("max_limit").and_then(Value::as_u64),
+            note: explicit
+                .get("note")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         }),
         None => infer_pagination(&params, success.as_ref()),
     };
 
-    let text = |field: &str| op.get(field).and_then(Value::as_str).unwrap_or_default().trim().to_owned();
+    let text = |field: &str| {
+        op.get(field)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    };
     let mut summary = text("summary");
     if summary.is_empty() {
-        summary = op.get("operationId").and_then(Value::as_str).unwrap_or_default().to_owned();
+        summary = op
+            .get("operationId")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
     }
     Ok(Operation {
         key: format!("{} {path}", method.to_uppercase()),
         method: method.to_uppercase(),
         path: path.to_owned(),
         segments,
-        operation_id: op.get("operationId").and_then(Value::as_str).map(str::to_owned),
+        operation_id: op
+            .get("operationId")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         summary,
         description: text("description"),
         tags: string_list(op.get("tags")),
@@ -423,14 +539,23 @@ fn build_operation(
         response_fields,
         key_type,
         pagination,
-        deprecated: op.get("deprecated").and_then(Value::as_bool).unwrap_or(false),
+        deprecated: op
+            .get("deprecated")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
     })
 }
 
 fn string_list(value: Option<&Value>) -> Vec<String> {
     value
         .and_then(Value::as_array)
-        .map(|items| items.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -457,7 +582,11 @@ fn flatten_fields(
             *omitted += 1;
             continue;
         }
-        let full = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+        let full = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
         let is_required = parent_required && required.contains(&name.as_str());
         out.push(BodyField {
             name: full.clone(),
@@ -470,23 +599,38 @@ fn flatten_fields(
         }
         if schema::is_object(prop) {
             flatten_fields(prop, &full, is_required, depth + 1, out, omitted);
-        } else if let Some(item) = schema::item_schema(prop) {
-            if schema::is_object(item) {
-                flatten_fields(item, &format!("{full}[]"), is_required, depth + 1, out, omitted);
-            }
+        } else if let Some(item) = schema::item_schema(prop)
+            && schema::is_object(item)
+        {
+            flatten_fields(
+                item,
+                &format!("{full}[]"),
+                is_required,
+                depth + 1,
+                out,
+                omitted,
+            );
         }
     }
 }
 
 fn success_response_schema(doc: &Value, op: &Value) -> Result<Option<Value>, String> {
-    let Some(Value::Object(responses)) = op.get("responses") else { return Ok(None) };
+    let Some(Value::Object(responses)) = op.get("responses") else {
+        return Ok(None);
+    };
     let success = responses.iter().find(|(code, _)| code.starts_with('2'));
-    let Some((_, response)) = success else { return Ok(None) };
+    let Some((_, response)) = success else {
+        return Ok(None);
+    };
     let response = schema::resolve(doc, response)?;
     Ok(response
         .get("content")
         .and_then(Value::as_object)
-        .and_then(|content| content.get("application/json").or_else(|| content.values().next()))
+        .and_then(|content| {
+            content
+                .get("application/json")
+                .or_else(|| content.values().next())
+        })
         .and_then(|media| media.get("schema"))
         .cloned())
 }
@@ -497,54 +641,98 @@ fn response_shape(schema: &Value) -> Vec<String> {
     for (name, prop) in schema::properties(schema) {
         let ty = describe_type(prop);
         let inner = schema::item_schema(prop).unwrap_or(prop);
-        let children: Vec<&str> = schema::properties(inner).iter().map(|(n, _)| n.as_str()).collect();
+        let children: Vec<&str> = schema::properties(inner)
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
         if children.is_empty() {
             out.push(format!("{name}: {ty}"));
         } else {
             let shown: Vec<&str> = children.iter().take(12).copied().collect();
-            let more = if children.len() > shown.len() { ",…" } else { "" };
+            let more = if children.len() > shown.len() {
+                ",…"
+            } else {
+                ""
+            };
             out.push(format!("{name}: {ty}{{{}{more}}}", shown.join(",")));
         }
     }
     out
 }
 
-/// For documents without `x-pagination`: recognise the cursor parameters this API family uses.
+/// For documents without `x-pagination`: recognise the cursor parameters this API family uses, and find
+/// where the response carries the next cursor.
 fn infer_pagination(params: &[Param], success: Option<&Value>) -> Option<Pagination> {
-    let has = |name: &str| params.iter().any(|p| p.location == ParamLocation::Query && p.name == name);
-    let response_has = |pointer: &str| {
-        let mut schema = success?;
-        for part in pointer.split('.') {
-            schema = schema::properties(schema).into_iter().find(|(n, _)| n.as_str() == part)?.1;
-        }
-        Some(())
+    let has = |name: &str| {
+        params
+            .iter()
+            .any(|p| p.location == ParamLocation::Query && p.name == name)
     };
+    let response_has = |dotted: &str| {
+        let mut schema = success?;
+        for part in dotted.split('.') {
+            schema = schema::properties(schema)
+                .into_iter()
+                .find(|(n, _)| n.as_str() == part)?
+                .1;
+        }
+        Some(dotted.to_owned())
+    };
+    let first_present = |candidates: &[&str]| candidates.iter().find_map(|c| response_has(c));
     let with_limit = |mut names: Vec<String>| {
         if has("limit") {
             names.push("limit".into());
         }
         names
     };
+    let build = |style: &str,
+                 request: Vec<String>,
+                 next: Option<String>,
+                 cursor_from: Option<String>| Pagination {
+        style: style.into(),
+        request,
+        next,
+        cursor_from,
+        max_limit: None,
+        note: None,
+    };
     if has("page_token") {
-        let next = if response_has("pagination.next_page_token").is_some() {
-            "pagination.next_page_token"
-        } else {
-            "next_page_token"
-        };
-        return Some(Pagination { style: "cursor".into(), request: with_limit(vec!["page_token".into()]), next: next.into() });
+        let next = first_present(&[
+            "pagination.next_page_token",
+            "next_page_token",
+            "data.next_page_token",
+        ]);
+        return Some(build(
+            "cursor",
+            with_limit(vec!["page_token".into()]),
+            next,
+            None,
+        ));
     }
     if has("after") {
-        return Some(Pagination { style: "cursor".into(), request: with_limit(vec!["after".into()]), next: "next_cursor".into() });
+        let next = first_present(&["next_cursor", "data.next_cursor", "pagination.next_cursor"]);
+        return Some(build(
+            "cursor",
+            with_limit(vec!["after".into()]),
+            next,
+            None,
+        ));
     }
     if has("starting_after") {
-        return Some(Pagination {
-            style: "starting_after".into(),
-            request: with_limit(vec!["starting_after".into(), "ending_before".into()]),
-            next: "last item id".into(),
-        });
+        let mut request = vec!["starting_after".into()];
+        if has("ending_before") {
+            request.push("ending_before".into());
+        }
+        return Some(build(
+            "starting_after",
+            with_limit(request),
+            None,
+            Some("the last item received".into()),
+        ));
     }
     if has("page") {
-        return Some(Pagination { style: "page".into(), request: vec!["page".into()], next: "links.next".into() });
+        let next = first_present(&["links.next", "next"]);
+        return Some(build("page", vec!["page".into()], next, None));
     }
     None
 }
@@ -557,8 +745,16 @@ fn build_tags(doc: &Value, operations: &[Operation]) -> Vec<TagInfo> {
         .flatten()
         .filter_map(|t| {
             let tag = t.get("name")?.as_str()?.to_owned();
-            let name = t.get("x-displayName").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| tag.clone());
-            let description = t.get("description").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let name = t
+                .get("x-displayName")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| tag.clone());
+            let description = t
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
             Some((tag, (name, description)))
         })
         .collect();
@@ -575,7 +771,12 @@ fn build_tags(doc: &Value, operations: &[Operation]) -> Vec<TagInfo> {
                 .get(tag)
                 .cloned()
                 .unwrap_or_else(|| (humanize_tag(tag), String::new()));
-            TagInfo { tag: tag.to_owned(), name, description, operations }
+            TagInfo {
+                tag: tag.to_owned(),
+                name,
+                description,
+                operations,
+            }
         })
         .collect()
 }

@@ -52,25 +52,38 @@ pub enum LoadError {
 }
 
 /// Loads and indexes the document once.
-pub async fn load_index(source: &IndexSource, http: &reqwest::Client) -> Result<OperationIndex, LoadError> {
+pub async fn load_index(
+    source: &IndexSource,
+    http: &reqwest::Client,
+) -> Result<OperationIndex, LoadError> {
     let source_name = source.describe();
     let text = match source {
         IndexSource::Embedded => EMBEDDED_DOCUMENT.to_owned(),
-        IndexSource::File(path) => tokio::fs::read_to_string(path)
-            .await
-            .map_err(|e| LoadError::Read { source_name: source_name.clone(), reason: e.to_string() })?,
-        IndexSource::Url(url) => fetch(http, url)
-            .await
-            .map_err(|reason| LoadError::Read { source_name: source_name.clone(), reason })?,
+        IndexSource::File(path) => {
+            tokio::fs::read_to_string(path)
+                .await
+                .map_err(|e| LoadError::Read {
+                    source_name: source_name.clone(),
+                    reason: e.to_string(),
+                })?
+        }
+        IndexSource::Url(url) => fetch(http, url).await.map_err(|reason| LoadError::Read {
+            source_name: source_name.clone(),
+            reason,
+        })?,
     };
     index_text(&text, &source_name)
 }
 
 pub fn index_text(text: &str, source_name: &str) -> Result<OperationIndex, LoadError> {
-    let doc: Value = serde_json::from_str(text)
-        .map_err(|e| LoadError::Parse { source_name: source_name.to_owned(), reason: e.to_string() })?;
-    OperationIndex::from_document(&doc)
-        .map_err(|reason| LoadError::Invalid { source_name: source_name.to_owned(), reason })
+    let doc: Value = serde_json::from_str(text).map_err(|e| LoadError::Parse {
+        source_name: source_name.to_owned(),
+        reason: e.to_string(),
+    })?;
+    OperationIndex::from_document(&doc).map_err(|reason| LoadError::Invalid {
+        source_name: source_name.to_owned(),
+        reason,
+    })
 }
 
 async fn fetch(http: &reqwest::Client, url: &url::Url) -> Result<String, String> {
@@ -84,7 +97,11 @@ async fn fetch(http: &reqwest::Client, url: &url::Url) -> Result<String, String>
         return Err(format!("HTTP status {}", response.status()));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| format!("reading the body failed: {e}"))? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("reading the body failed: {e}"))?
+    {
         if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
             return Err(format!("document larger than {MAX_DOCUMENT_BYTES} bytes"));
         }
@@ -143,7 +160,9 @@ pub fn spawn_refresh(
                     tracing::info!(operations = index.operations.len(), source = %source.describe(), "OpenAPI index refreshed");
                     handle.replace(index);
                 }
-                Err(error) => tracing::warn!(%error, "OpenAPI refresh failed; keeping the previous index"),
+                Err(error) => {
+                    tracing::warn!(%error, "OpenAPI refresh failed; keeping the previous index")
+                }
             }
         }
     });

@@ -5,9 +5,11 @@ mod index;
 mod load;
 mod schema;
 
-pub use index::{humanize_tag as humanize_tag_public,
-    
-    BodyField, KeyType, Operation, OperationIndex, Pagination, Param, ParamLocation, PathMatch, Segment, TagInfo,
+pub use index::{
+    BodyField, KeyType, Operation, OperationIndex, Pagination, Param, ParamLocation, PathMatch,
+    Segment, TagInfo, humanize_tag as humanize_tag_public,
 };
-pub use load::{IndexHandle, IndexSource, LoadError, load_index, spawn_refresh};
+pub use load::{
+    EMBEDDED_DOCUMENT, IndexHandle, IndexSource, LoadError, index_text, load_index, spawn_refresh,
+};
 pub use schema::describe_type;

@@ -10,7 +10,12 @@ pub fn resolve(doc: &Value, schema: &Value) -> Result<Value, String> {
     resolve_depth(doc, schema, 0, &mut Vec::new())
 }
 
-fn resolve_depth(doc: &Value, schema: &Value, depth: usize, stack: &mut Vec<String>) -> Result<Value, String> {
+fn resolve_depth(
+    doc: &Value,
+    schema: &Value,
+    depth: usize,
+    stack: &mut Vec<String>,
+) -> Result<Value, String> {
     match schema {
         Value::Object(map) => {
             if let Some(Value::String(reference)) = map.get("$ref") {
@@ -54,21 +59,29 @@ pub fn lookup<'a>(doc: &'a Value, reference: &str) -> Result<&'a Value, String> 
     let pointer = reference
         .strip_prefix('#')
         .ok_or_else(|| format!("only local references are supported, found `{reference}`"))?;
-    doc.pointer(pointer).ok_or_else(|| format!("reference `{reference}` does not resolve"))
+    doc.pointer(pointer)
+        .ok_or_else(|| format!("reference `{reference}` does not resolve"))
 }
 
 /// The schema's declared type(s), ignoring `null` (a nullable string is reported as `string`).
 fn primary_type(schema: &Value) -> Option<&str> {
     match schema.get("type") {
         Some(Value::String(t)) => Some(t.as_str()),
-        Some(Value::Array(types)) => types.iter().filter_map(Value::as_str).find(|t| *t != "null"),
+        Some(Value::Array(types)) => types
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|t| *t != "null"),
         _ => None,
     }
 }
 
 /// A one-line type such as `string`, `string(uuid)`, `integer`, `array<string>`, `object`, `string|integer`.
 pub fn describe_type(schema: &Value) -> String {
-    if let Some(variants) = schema.get("oneOf").or_else(|| schema.get("anyOf")).and_then(Value::as_array) {
+    if let Some(variants) = schema
+        .get("oneOf")
+        .or_else(|| schema.get("anyOf"))
+        .and_then(Value::as_array)
+    {
         let mut names: Vec<String> = variants
             .iter()
             .filter(|v| primary_type(v) != Some("null") || v.get("type").is_none())
@@ -88,7 +101,10 @@ pub fn describe_type(schema: &Value) -> String {
     }
     match primary_type(schema) {
         Some("array") => {
-            let item = schema.get("items").map(describe_type).unwrap_or_else(|| "any".into());
+            let item = schema
+                .get("items")
+                .map(describe_type)
+                .unwrap_or_else(|| "any".into());
             format!("array<{item}>")
         }
         Some(t) => match schema.get("format").and_then(Value::as_str) {
@@ -132,11 +148,17 @@ pub fn required(schema: &Value) -> Vec<&str> {
 
 /// The element schema when `schema` is an array, else the schema itself.
 pub fn item_schema(schema: &Value) -> Option<&Value> {
-    if primary_type(schema) == Some("array") { schema.get("items") } else { None }
+    if primary_type(schema) == Some("array") {
+        schema.get("items")
+    } else {
+        None
+    }
 }
 
 pub fn is_object(schema: &Value) -> bool {
-    primary_type(schema) == Some("object") || schema.get("properties").is_some() || schema.get("allOf").is_some()
+    primary_type(schema) == Some("object")
+        || schema.get("properties").is_some()
+        || schema.get("allOf").is_some()
 }
 
 #[cfg(test)]
@@ -151,21 +173,40 @@ mod tests {
             "B": {"type": "object", "properties": {"a": {"$ref": "#/components/schemas/A"}}}
         }}});
         let resolved = resolve(&doc, &json!({"$ref": "#/components/schemas/A"})).unwrap();
-        assert_eq!(resolved.pointer("/properties/b/type"), Some(&json!("object")));
-        assert_eq!(resolved.pointer("/properties/b/properties/a/x-recursive"), Some(&json!("A")));
+        assert_eq!(
+            resolved.pointer("/properties/b/type"),
+            Some(&json!("object"))
+        );
+        assert_eq!(
+            resolved.pointer("/properties/b/properties/a/x-recursive"),
+            Some(&json!("A"))
+        );
     }
 
     #[test]
     fn unresolvable_ref_is_an_error_naming_it() {
-        let err = resolve(&json!({}), &json!({"$ref": "#/components/schemas/Missing"})).unwrap_err();
+        let err =
+            resolve(&json!({}), &json!({"$ref": "#/components/schemas/Missing"})).unwrap_err();
         assert!(err.contains("Missing"));
     }
 
     #[test]
     fn describes_types_compactly() {
-        assert_eq!(describe_type(&json!({"type": "string", "format": "uuid"})), "string(uuid)");
-        assert_eq!(describe_type(&json!({"type": ["string", "null"]})), "string");
-        assert_eq!(describe_type(&json!({"type": "array", "items": {"type": "integer"}})), "array<integer>");
-        assert_eq!(describe_type(&json!({"oneOf": [{"type": "string"}, {"type": "integer"}]})), "string|integer");
+        assert_eq!(
+            describe_type(&json!({"type": "string", "format": "uuid"})),
+            "string(uuid)"
+        );
+        assert_eq!(
+            describe_type(&json!({"type": ["string", "null"]})),
+            "string"
+        );
+        assert_eq!(
+            describe_type(&json!({"type": "array", "items": {"type": "integer"}})),
+            "array<integer>"
+        );
+        assert_eq!(
+            describe_type(&json!({"oneOf": [{"type": "string"}, {"type": "integer"}]})),
+            "string|integer"
+        );
     }
 }

@@ -67,7 +67,8 @@ pub struct Hit<'a> {
 
 impl Catalog {
     pub fn build(index: OperationIndex) -> Self {
-        let field_texts: Vec<Vec<(Field, Vec<String>)>> = index.operations.iter().map(field_tokens).collect();
+        let field_texts: Vec<Vec<(Field, Vec<String>)>> =
+            index.operations.iter().map(field_tokens).collect();
         let mut avg_len: HashMap<Field, f32> = HashMap::new();
         for fields in &field_texts {
             for (field, toks) in fields {
@@ -83,8 +84,11 @@ impl Catalog {
         for fields in &field_texts {
             let mut weighted_tf: HashMap<String, f32> = HashMap::new();
             for (field, toks) in fields {
-                let Some(&(_, weight, b)) = FIELDS.iter().find(|(f, _, _)| f == field) else { continue };
-                let norm = 1.0 - b + b * toks.len() as f32 / avg_len.get(field).copied().unwrap_or(1.0);
+                let Some(&(_, weight, b)) = FIELDS.iter().find(|(f, _, _)| f == field) else {
+                    continue;
+                };
+                let norm =
+                    1.0 - b + b * toks.len() as f32 / avg_len.get(field).copied().unwrap_or(1.0);
                 let mut counts: HashMap<&str, f32> = HashMap::new();
                 for tok in toks {
                     *counts.entry(tok.as_str()).or_default() += 1.0;
@@ -122,7 +126,9 @@ impl Catalog {
             }
             let mut score = 0.0;
             for (term, weight) in &terms {
-                let Some(tf) = doc.weighted_tf.get(term) else { continue };
+                let Some(tf) = doc.weighted_tf.get(term) else {
+                    continue;
+                };
                 let idf = self.idf.get(term).copied().unwrap_or(0.0);
                 score += weight * idf * tf * (K1 + 1.0) / (tf + K1);
             }
@@ -130,9 +136,16 @@ impl Catalog {
                 continue;
             }
             score *= intent.multiplier(op);
-            hits.push(Hit { operation: op, score });
+            hits.push(Hit {
+                operation: op,
+                score,
+            });
         }
-        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.operation.key.cmp(&b.operation.key)));
+        hits.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.operation.key.cmp(&b.operation.key))
+        });
         hits.truncate(limit);
         hits
     }
@@ -144,7 +157,10 @@ impl Catalog {
             .iter()
             .filter(|op| passes(op, filters))
             .take(limit)
-            .map(|operation| Hit { operation, score: 0.0 })
+            .map(|operation| Hit {
+                operation,
+                score: 0.0,
+            })
             .collect()
     }
 }
@@ -153,15 +169,16 @@ fn passes(op: &Operation, filters: &Filters) -> bool {
     if filters.read_only && !op.is_read_only() {
         return false;
     }
-    if let Some(method) = &filters.method {
-        if !op.method.eq_ignore_ascii_case(method) {
-            return false;
-        }
+    if let Some(method) = &filters.method
+        && !op.method.eq_ignore_ascii_case(method)
+    {
+        return false;
     }
-    if let Some(key_type) = filters.key_type {
-        if op.key_type != key_type && op.key_type != KeyType::Any {
-            return false;
-        }
+    if let Some(key_type) = filters.key_type
+        && op.key_type != key_type
+        && op.key_type != KeyType::Any
+    {
+        return false;
     }
     if let Some(tag) = &filters.tag {
         let wanted = tag.to_lowercase();
@@ -182,9 +199,24 @@ fn field_tokens(op: &Operation) -> Vec<(Field, Vec<String>)> {
         .filter(|seg| !seg.is_empty() && *seg != "api" && !seg.starts_with('{'))
         .collect::<Vec<_>>()
         .join(" ");
-    let params: String = op.params.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(" ");
-    let body: String = op.body_fields.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(" ");
-    let tags: String = op.tags.iter().map(|t| crate::openapi::humanize_tag_public(t)).collect::<Vec<_>>().join(" ");
+    let params: String = op
+        .params
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let body: String = op
+        .body_fields
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let tags: String = op
+        .tags
+        .iter()
+        .map(|t| crate::openapi::humanize_tag_public(t))
+        .collect::<Vec<_>>()
+        .join(" ");
     let mut summary = op.summary.clone();
     if let Some(id) = &op.operation_id {
         summary.push(' ');

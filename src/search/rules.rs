@@ -143,24 +143,103 @@ pub struct Intent {
 }
 
 const READ_WORDS: &[&str] = &[
-    "list", "show", "get", "find", "who", "whoami", "which", "what", "status", "see", "view", "look", "fetch",
-    "retrieve", "inspect", "describe", "check", "read", "display", "why", "details", "detail", "many", "count",
-    "download", "export", "lookup",
+    "list", "show", "get", "find", "who", "whoami", "which", "what", "status", "see", "view",
+    "look", "fetch", "retrieve", "inspect", "describe", "check", "read", "display", "why",
+    "details", "detail", "many", "count", "download", "export", "lookup",
 ];
-const CREATE_WORDS: &[&str] =
-    &["create", "add", "new", "make", "mint", "generate", "register", "issue", "provision", "setup", "invite", "build"];
-const UPDATE_WORDS: &[&str] =
-    &["update", "change", "edit", "rename", "modify", "set", "patch", "replace", "adjust", "reconfigure", "move"];
-const DELETE_WORDS: &[&str] = &["delete", "remove", "destroy", "drop", "erase", "revoke", "purge"];
+const CREATE_WORDS: &[&str] = &[
+    "create",
+    "add",
+    "new",
+    "make",
+    "mint",
+    "generate",
+    "register",
+    "issue",
+    "provision",
+    "setup",
+    "invite",
+    "build",
+];
+const UPDATE_WORDS: &[&str] = &[
+    "update",
+    "change",
+    "edit",
+    "rename",
+    "modify",
+    "set",
+    "patch",
+    "replace",
+    "adjust",
+    "reconfigure",
+    "move",
+];
+const DELETE_WORDS: &[&str] = &[
+    "delete", "remove", "destroy", "drop", "erase", "revoke", "purge",
+];
 const ACTION_WORDS: &[&str] = &[
-    "start", "trigger", "run", "kick", "launch", "cancel", "stop", "abort", "halt", "pause", "resume", "activate",
-    "deactivate", "enable", "disable", "refresh", "rotate", "test", "execute", "rerun", "retry",
+    "start",
+    "trigger",
+    "run",
+    "kick",
+    "launch",
+    "cancel",
+    "stop",
+    "abort",
+    "halt",
+    "pause",
+    "resume",
+    "activate",
+    "deactivate",
+    "enable",
+    "disable",
+    "refresh",
+    "rotate",
+    "test",
+    "execute",
+    "rerun",
+    "retry",
 ];
-const COLLECTION_WORDS: &[&str] = &["list", "all", "every", "each", "many", "count", "enumerate", "which"];
-const ITEM_WORDS: &[&str] = &["specific", "single", "particular", "detail", "details", "id", "uuid", "this", "that"];
-const BULK_WORDS: &[&str] = &["bulk", "elt", "replication", "replicate", "replicating", "replicated", "replica"];
+const COLLECTION_WORDS: &[&str] = &[
+    "list",
+    "all",
+    "every",
+    "each",
+    "many",
+    "count",
+    "enumerate",
+    "which",
+];
+const ITEM_WORDS: &[&str] = &[
+    "specific",
+    "single",
+    "particular",
+    "detail",
+    "details",
+    "id",
+    "uuid",
+    "this",
+    "that",
+];
+const BULK_WORDS: &[&str] = &[
+    "bulk",
+    "elt",
+    "replication",
+    "replicate",
+    "replicating",
+    "replicated",
+    "replica",
+];
 const MODEL_SYNC_WORDS: &[&str] = &["retl", "reverse", "model", "models"];
-const PARTNER_WORDS: &[&str] = &["partner", "tenant", "tenants", "customer", "customers", "organizations", "orgs"];
+const PARTNER_WORDS: &[&str] = &[
+    "partner",
+    "tenant",
+    "tenants",
+    "customer",
+    "customers",
+    "organizations",
+    "orgs",
+];
 
 impl Intent {
     pub fn of(query: &str) -> Self {
@@ -184,7 +263,11 @@ impl Intent {
             }
         });
         let plural_noun = words.iter().any(|w| {
-            w.len() > 4 && w.ends_with('s') && !w.ends_with("ss") && !w.ends_with("us") && !w.ends_with("is")
+            w.len() > 4
+                && w.ends_with('s')
+                && !w.ends_with("ss")
+                && !w.ends_with("us")
+                && !w.ends_with("is")
         });
         Self {
             method,

@@ -3,16 +3,21 @@
 /// Words that carry no signal for choosing an operation. `me`, `all`, `list` and verbs are kept on purpose:
 /// they select operations (`GET /api/me`) or feed the structural rules.
 const STOPWORDS: &[&str] = &[
-    "a", "an", "the", "of", "for", "to", "in", "on", "at", "my", "our", "your", "i", "we", "you", "is", "are", "was",
-    "were", "be", "been", "do", "does", "did", "can", "could", "would", "should", "will", "it", "its", "this", "that",
-    "these", "those", "with", "from", "by", "and", "or", "as", "so", "please", "some", "any", "there", "here", "into",
-    "about", "via", "using", "use", "want", "need", "like", "just", "also", "then", "than", "what", "which", "how",
-    "when", "where", "have", "has", "had", "if", "not", "no", "yes", "them", "they", "their", "us", "one",
+    "a", "an", "the", "of", "for", "to", "in", "on", "at", "my", "our", "your", "i", "we", "you",
+    "is", "are", "was", "were", "be", "been", "do", "does", "did", "can", "could", "would",
+    "should", "will", "it", "its", "this", "that", "these", "those", "with", "from", "by", "and",
+    "or", "as", "so", "please", "some", "any", "there", "here", "into", "about", "via", "using",
+    "use", "want", "need", "like", "just", "also", "then", "than", "what", "which", "how", "when",
+    "where", "have", "has", "had", "if", "not", "no", "yes", "them", "they", "their", "us", "one",
 ];
 
 /// Splits on anything but letters and digits, splits camelCase, lower-cases, drops stop words, and stems.
 pub fn tokens(text: &str) -> Vec<String> {
-    raw_words(text).into_iter().filter(|w| !is_stopword(w)).map(|w| stem(&w)).collect()
+    raw_words(text)
+        .into_iter()
+        .filter(|w| !is_stopword(w))
+        .map(|w| stem(&w))
+        .collect()
 }
 
 /// Lower-cased words before stop-word removal and stemming (the structural rules read these).
@@ -52,18 +57,18 @@ pub fn stem(word: &str) -> String {
     if w.len() <= 3 || w.chars().any(|c| c.is_ascii_digit()) {
         return w.to_owned();
     }
-    if let Some(base) = w.strip_suffix("ies") {
-        if base.len() >= 2 {
-            return format!("{base}y");
-        }
+    if let Some(base) = w.strip_suffix("ies")
+        && base.len() >= 2
+    {
+        return format!("{base}y");
     }
     if let Some(base) = w.strip_suffix("sses") {
         return format!("{base}ss");
     }
-    if let Some(base) = w.strip_suffix("ing") {
-        if base.len() >= 3 {
-            return undouble(base);
-        }
+    if let Some(base) = w.strip_suffix("ing")
+        && base.len() >= 3
+    {
+        return undouble(base);
     }
     if let Some(base) = w.strip_suffix("ed") {
         if base.len() >= 3 && !base.ends_with('e') {
@@ -73,10 +78,13 @@ pub fn stem(word: &str) -> String {
             return base.to_owned();
         }
     }
-    if let Some(base) = w.strip_suffix("es") {
-        if base.ends_with("ch") || base.ends_with("sh") || base.ends_with('x') || base.ends_with("ss") {
-            return base.to_owned();
-        }
+    if let Some(base) = w.strip_suffix("es")
+        && (base.ends_with("ch")
+            || base.ends_with("sh")
+            || base.ends_with('x')
+            || base.ends_with("ss"))
+    {
+        return base.to_owned();
     }
     if w.ends_with('s') && !w.ends_with("ss") && !w.ends_with("us") && !w.ends_with("is") {
         return w[..w.len() - 1].to_owned();
@@ -118,8 +126,14 @@ mod tests {
 
     #[test]
     fn splits_paths_camel_case_and_drops_stopwords() {
-        assert_eq!(tokens("/api/bulk/syncs/{id}/executions"), ["api", "bulk", "sync", "id", "execution"]);
-        assert_eq!(tokens("getBulkSyncStatus"), ["get", "bulk", "sync", "status"]);
+        assert_eq!(
+            tokens("/api/bulk/syncs/{id}/executions"),
+            ["api", "bulk", "sync", "id", "execution"]
+        );
+        assert_eq!(
+            tokens("getBulkSyncStatus"),
+            ["get", "bulk", "sync", "status"]
+        );
         assert_eq!(tokens("what is the status of my sync"), ["status", "sync"]);
         assert_eq!(tokens("who am I"), ["who", "am"]);
     }

@@ -16,7 +16,7 @@ const MIGRATIONS: &[Migration] = &[Migration {
 }];
 
 /// Arbitrary constant naming this application's migration lock in `pg_advisory_lock`.
-const PG_LOCK_ID: i64 = 0x706f_6c79_6d63_70;
+const PG_LOCK_ID: i64 = 0x0070_6f6c_796d_6370;
 
 pub async fn run(store: &Store) -> Result<(), StoreError> {
     match store {
@@ -29,34 +29,51 @@ pub async fn run(store: &Store) -> Result<(), StoreError> {
                 // BEGIN IMMEDIATE takes the write lock up front, so two processes cannot both apply a version.
                 sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
                 let outcome = apply_sqlite(&mut conn, migration).await;
-                let end = if outcome.is_ok() { "COMMIT" } else { "ROLLBACK" };
+                let end = if outcome.is_ok() {
+                    "COMMIT"
+                } else {
+                    "ROLLBACK"
+                };
                 sqlx::query(end).execute(&mut *conn).await?;
                 outcome?;
             }
         }
         Store::Postgres(pool) => {
             let mut conn = pool.acquire().await?;
-            sqlx::query("SELECT pg_advisory_lock($1)").bind(PG_LOCK_ID).execute(&mut *conn).await?;
+            sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(PG_LOCK_ID)
+                .execute(&mut *conn)
+                .await?;
             let outcome = apply_postgres(&mut conn).await;
-            sqlx::query("SELECT pg_advisory_unlock($1)").bind(PG_LOCK_ID).execute(&mut *conn).await?;
+            sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(PG_LOCK_ID)
+                .execute(&mut *conn)
+                .await?;
             outcome?;
         }
     }
     Ok(())
 }
 
-async fn apply_sqlite(conn: &mut sqlx::SqliteConnection, migration: &Migration) -> Result<(), StoreError> {
-    let applied: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
-        .bind(migration.version)
-        .fetch_optional(&mut *conn)
-        .await?;
+async fn apply_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    migration: &Migration,
+) -> Result<(), StoreError> {
+    let applied: Option<i64> =
+        sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+            .bind(migration.version)
+            .fetch_optional(&mut *conn)
+            .await?;
     if applied.is_some() {
         return Ok(());
     }
     sqlx::raw_sql(migration.sqlite)
         .execute(&mut *conn)
         .await
-        .map_err(|e| StoreError::Migration { version: migration.version, reason: e.to_string() })?;
+        .map_err(|e| StoreError::Migration {
+            version: migration.version,
+            reason: e.to_string(),
+        })?;
     sqlx::query("INSERT INTO schema_migrations (version, applied_at_ms) VALUES ($1, $2)")
         .bind(migration.version)
         .bind(now_ms())
@@ -70,10 +87,11 @@ async fn apply_postgres(conn: &mut sqlx::PgConnection) -> Result<(), StoreError>
         .execute(&mut *conn)
         .await?;
     for migration in MIGRATIONS {
-        let applied: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
-            .bind(migration.version)
-            .fetch_optional(&mut *conn)
-            .await?;
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                .bind(migration.version)
+                .fetch_optional(&mut *conn)
+                .await?;
         if applied.is_some() {
             continue;
         }
@@ -81,7 +99,10 @@ async fn apply_postgres(conn: &mut sqlx::PgConnection) -> Result<(), StoreError>
         sqlx::raw_sql(migration.postgres)
             .execute(&mut *tx)
             .await
-            .map_err(|e| StoreError::Migration { version: migration.version, reason: e.to_string() })?;
+            .map_err(|e| StoreError::Migration {
+                version: migration.version,
+                reason: e.to_string(),
+            })?;
         sqlx::query("INSERT INTO schema_migrations (version, applied_at_ms) VALUES ($1, $2)")
             .bind(migration.version)
             .bind(now_ms())

@@ -7,9 +7,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Serialize;
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::Row;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -96,7 +98,9 @@ impl Store {
                 .await?;
             Store::Postgres(pool)
         } else {
-            return Err(StoreError::Config("expected sqlite://FILE or postgres://…".into()));
+            return Err(StoreError::Config(
+                "expected sqlite://FILE or postgres://…".into(),
+            ));
         };
         migrate::run(&store).await?;
         Ok(store)
@@ -111,8 +115,13 @@ impl Store {
 
     /// True when a trivial query answers within a second (for `/readyz`).
     pub async fn ping(&self) -> bool {
-        let probe = async { with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ())) };
-        matches!(tokio::time::timeout(Duration::from_secs(1), probe).await, Ok(Ok(())))
+        let probe = async {
+            with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
+        };
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), probe).await,
+            Ok(Ok(()))
+        )
     }
 
     pub async fn close(&self) {
@@ -154,7 +163,11 @@ impl Store {
     }
 
     pub async fn get_feedback(&self, id: &str) -> Result<Option<FeedbackRecord>, StoreError> {
-        const SQL: &str = concat!("SELECT ", feedback_columns!(), " FROM feedback WHERE id = $1");
+        const SQL: &str = concat!(
+            "SELECT ",
+            feedback_columns!(),
+            " FROM feedback WHERE id = $1"
+        );
         let record = with_pool!(self, pool => {
             sqlx::query(SQL).bind(id).fetch_optional(pool).await?.map(|row| feedback_from_row(&row)).transpose()?
         });
@@ -182,7 +195,7 @@ impl Store {
                 .fetch_all(pool)
                 .await?
                 .iter()
-                .map(|row| feedback_from_row(row))
+                .map(feedback_from_row)
                 .collect::<Result<Vec<_>, _>>()?
         });
         Ok(records)

@@ -20,8 +20,13 @@ const MAX_RETRIES: u32 = 2;
 /// Longest `Retry-After` honoured; a longer wait is handed back to the agent instead.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// Response headers worth showing the agent so it can pace itself.
-pub const RATE_LIMIT_HEADERS: &[&str] =
-    &["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "retry-after", "x-polytomic-version"];
+pub const RATE_LIMIT_HEADERS: &[&str] = &[
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+    "retry-after",
+    "x-polytomic-version",
+];
 
 #[derive(Debug, Clone)]
 pub struct Upstream {
@@ -71,7 +76,8 @@ impl Upstream {
             base_url: config.base_url.clone(),
             api_version: config.api_version.clone(),
             total_timeout: config.upstream_timeout(),
-            max_response_bytes: usize::try_from(config.max_upstream_response_bytes).unwrap_or(usize::MAX),
+            max_response_bytes: usize::try_from(config.max_upstream_response_bytes)
+                .unwrap_or(usize::MAX),
         })
     }
 
@@ -85,7 +91,11 @@ impl Upstream {
     }
 
     /// Sends a planned request with the caller's credential, retrying what is safe to retry.
-    pub async fn send(&self, request: &PlannedRequest, bearer: &Secret) -> Result<UpstreamResponse, UpstreamError> {
+    pub async fn send(
+        &self,
+        request: &PlannedRequest,
+        bearer: &Secret,
+    ) -> Result<UpstreamResponse, UpstreamError> {
         let started = Instant::now();
         let deadline = started + self.total_timeout;
         let mut attempt = 0;
@@ -105,16 +115,26 @@ impl Upstream {
                     }
                     return Err(UpstreamError::Connect(message));
                 }
-                Ok(Err(AttemptError::TooLarge)) => return Err(UpstreamError::TooLarge(self.max_response_bytes)),
+                Ok(Err(AttemptError::TooLarge)) => {
+                    return Err(UpstreamError::TooLarge(self.max_response_bytes));
+                }
                 Ok(Ok((status, headers, body))) => {
                     let retryable_status = matches!(status.as_u16(), 429 | 502 | 503 | 504);
                     if retryable_status && retry_allowed {
                         let wait = retry_after(&headers);
-                        if wait.is_none_or(|w| w <= MAX_RETRY_AFTER) && backoff(attempt, wait, deadline).await {
+                        if wait.is_none_or(|w| w <= MAX_RETRY_AFTER)
+                            && backoff(attempt, wait, deadline).await
+                        {
                             continue;
                         }
                     }
-                    return Ok(UpstreamResponse { status, headers, body, attempts: attempt, elapsed: started.elapsed() });
+                    return Ok(UpstreamResponse {
+                        status,
+                        headers,
+                        body,
+                        attempts: attempt,
+                        elapsed: started.elapsed(),
+                    });
                 }
             }
         }
@@ -135,16 +155,28 @@ impl Upstream {
             builder = builder.header("Idempotency-Key", key);
         }
         if let Some(body) = &request.body {
-            builder = builder.header(header::CONTENT_TYPE, "application/json").body(body.clone());
+            builder = builder
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
         }
-        let mut response = builder.send().await.map_err(|e| AttemptError::Connect(describe_reqwest(&e)))?;
+        let mut response = builder
+            .send()
+            .await
+            .map_err(|e| AttemptError::Connect(describe_reqwest(&e)))?;
         let status = response.status();
         let headers = response.headers().clone();
-        if response.content_length().is_some_and(|len| len > self.max_response_bytes as u64) {
+        if response
+            .content_length()
+            .is_some_and(|len| len > self.max_response_bytes as u64)
+        {
             return Err(AttemptError::TooLarge);
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| AttemptError::Connect(describe_reqwest(&e)))? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| AttemptError::Connect(describe_reqwest(&e)))?
+        {
             if body.len() + chunk.len() > self.max_response_bytes {
                 return Err(AttemptError::TooLarge);
             }
@@ -161,8 +193,12 @@ enum AttemptError {
 }
 
 fn bearer_header(bearer: &Secret) -> Result<HeaderValue, AttemptError> {
-    let mut value = HeaderValue::from_str(&format!("Bearer {}", bearer.expose()))
-        .map_err(|_| AttemptError::Connect("the API key contains characters that cannot be sent in a header".into()))?;
+    let mut value =
+        HeaderValue::from_str(&format!("Bearer {}", bearer.expose())).map_err(|_| {
+            AttemptError::Connect(
+                "the API key contains characters that cannot be sent in a header".into(),
+            )
+        })?;
     value.set_sensitive(true);
     Ok(value)
 }
@@ -195,7 +231,8 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// Sleeps before the next attempt (exponential from 200 ms, or `Retry-After`); false when the deadline
 /// would pass first.
 async fn backoff(attempt: u32, retry_after: Option<Duration>, deadline: Instant) -> bool {
-    let wait = retry_after.unwrap_or_else(|| Duration::from_millis(200 * 2u64.pow(attempt.saturating_sub(1))));
+    let wait = retry_after
+        .unwrap_or_else(|| Duration::from_millis(200 * 2u64.pow(attempt.saturating_sub(1))));
     if Instant::now() + wait >= deadline {
         return false;
     }

@@ -47,7 +47,10 @@ pub struct PlannedRequest {
 impl PlannedRequest {
     /// Safe to send twice: idempotent methods, and POSTs that carry an `Idempotency-Key`.
     pub fn retryable(&self) -> bool {
-        matches!(self.method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE) || self.idempotency_key.is_some()
+        matches!(
+            self.method,
+            Method::GET | Method::HEAD | Method::PUT | Method::DELETE
+        ) || self.idempotency_key.is_some()
     }
 }
 
@@ -65,8 +68,14 @@ pub enum PlanError {
     BadPath(String),
     #[error("no Polytomic operation matches {path}. {hint}Use `search` to find the right path")]
     UnknownPath { path: String, hint: String },
-    #[error("{path} does not support {method}; it supports {allowed}. Use one of those, or `search` for the operation you meant")]
-    MethodNotAllowed { method: String, path: String, allowed: String },
+    #[error(
+        "{path} does not support {method}; it supports {allowed}. Use one of those, or `search` for the operation you meant"
+    )]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allowed: String,
+    },
     #[error("{0}")]
     BadQuery(String),
     #[error("{0}")]
@@ -74,19 +83,34 @@ pub enum PlanError {
 }
 
 /// Validates `call` against the index and builds the request. Nothing here performs I/O.
-pub fn plan(index: &OperationIndex, base: &Url, modes: CallerModes<'_>, call: Call<'_>) -> Result<PlannedRequest, PlanError> {
-    let method = super::parse_method(call.method).ok_or_else(|| PlanError::BadMethod(call.method.chars().take(20).collect()))?;
+pub fn plan(
+    index: &OperationIndex,
+    base: &Url,
+    modes: CallerModes<'_>,
+    call: Call<'_>,
+) -> Result<PlannedRequest, PlanError> {
+    let method = super::parse_method(call.method)
+        .ok_or_else(|| PlanError::BadMethod(call.method.chars().take(20).collect()))?;
     if modes.access_mode == AccessMode::ReadOnly && !matches!(method, Method::GET | Method::HEAD) {
-        return Err(PlanError::ReadOnly { method: method.to_string() });
+        return Err(PlanError::ReadOnly {
+            method: method.to_string(),
+        });
     }
     let segments = decode_path(call.path)?;
     let (segments, filled) = fill_partner_org(&segments, modes)?;
-    let lookup_method = if method == Method::HEAD { "GET" } else { method.as_str() };
+    let lookup_method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
     let matches = index.match_path(Some(lookup_method), &segments);
     let Some(matched) = matches.into_iter().next() else {
         let any_method = index.match_path(None, &segments);
         if !any_method.is_empty() {
-            let mut allowed: Vec<&str> = any_method.iter().map(|m| m.operation.method.as_str()).collect();
+            let mut allowed: Vec<&str> = any_method
+                .iter()
+                .map(|m| m.operation.method.as_str())
+                .collect();
             allowed.sort_unstable();
             allowed.dedup();
             return Err(PlanError::MethodNotAllowed {
@@ -95,10 +119,17 @@ pub fn plan(index: &OperationIndex, base: &Url, modes: CallerModes<'_>, call: Ca
                 allowed: allowed.join(", "),
             });
         }
-        return Err(PlanError::UnknownPath { path: call.path.to_owned(), hint: closest_hint(index, &segments) });
+        return Err(PlanError::UnknownPath {
+            path: call.path.to_owned(),
+            hint: closest_hint(index, &segments),
+        });
     };
     let op = matched.operation;
-    if let Some(unfilled) = matched.params.iter().find(|(_, v)| v.starts_with('{') && v.ends_with('}')) {
+    if let Some(unfilled) = matched
+        .params
+        .iter()
+        .find(|(_, v)| v.starts_with('{') && v.ends_with('}'))
+    {
         return Err(PlanError::BadPath(format!(
             "replace the placeholder {} in the path with a real value (template: {})",
             unfilled.1, op.path
@@ -107,9 +138,9 @@ pub fn plan(index: &OperationIndex, base: &Url, modes: CallerModes<'_>, call: Ca
 
     let mut url = base.clone();
     {
-        let mut path = url
-            .path_segments_mut()
-            .map_err(|()| PlanError::BadPath("the configured base URL cannot take a path".into()))?;
+        let mut path = url.path_segments_mut().map_err(|()| {
+            PlanError::BadPath("the configured base URL cannot take a path".into())
+        })?;
         path.pop_if_empty();
         for (template, actual) in op.segments.iter().zip(&segments) {
             match template {
@@ -147,13 +178,17 @@ pub fn decode_path(path: &str) -> Result<Vec<String>, PlanError> {
         return bad("control characters (such as CR or LF) are not allowed");
     }
     if path.contains("://") || path.starts_with("//") {
-        return bad("give only the path (e.g. /api/me), without scheme or host; the server adds the Polytomic base URL");
+        return bad(
+            "give only the path (e.g. /api/me), without scheme or host; the server adds the Polytomic base URL",
+        );
     }
     if path.contains('?') || path.contains('#') {
         return bad("put query parameters in the `query` argument, not in the path");
     }
     if path.chars().any(char::is_whitespace) {
-        return bad("spaces are not allowed in the path; percent-encode them in ids if they are really part of one");
+        return bad(
+            "spaces are not allowed in the path; percent-encode them in ids if they are really part of one",
+        );
     }
     if !path.starts_with("/api/") {
         return bad("the path must start with /api/ (for example /api/me)");
@@ -167,9 +202,9 @@ pub fn decode_path(path: &str) -> Result<Vec<String>, PlanError> {
         if raw == "." || raw == ".." {
             return bad("`.` and `..` segments are not allowed");
         }
-        let decoded = percent_decode_str(raw)
-            .decode_utf8()
-            .map_err(|_| PlanError::BadPath("a percent-encoded segment is not valid UTF-8".into()))?;
+        let decoded = percent_decode_str(raw).decode_utf8().map_err(|_| {
+            PlanError::BadPath("a percent-encoded segment is not valid UTF-8".into())
+        })?;
         if decoded == "." || decoded == ".." || decoded.contains('/') || decoded.contains('\\') {
             return bad("encoded `/`, `\\`, `.` or `..` in a segment are not allowed");
         }
@@ -181,11 +216,14 @@ pub fn decode_path(path: &str) -> Result<Vec<String>, PlanError> {
     Ok(segments)
 }
 
+/// Path parameters the server filled in, as (name, value).
+type FilledParams = Vec<(String, String)>;
+
 /// In partner mode a literal `{org_id}` / `{organization_id}` placeholder takes the default organization.
 fn fill_partner_org(
     segments: &[String],
     modes: CallerModes<'_>,
-) -> Result<(Vec<String>, Vec<(String, String)>), PlanError> {
+) -> Result<(Vec<String>, FilledParams), PlanError> {
     let mut out = Vec::with_capacity(segments.len());
     let mut filled = Vec::new();
     for seg in segments {
@@ -238,21 +276,32 @@ fn closest_hint(index: &OperationIndex, segments: &[String]) -> String {
         .collect();
     scored.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.key.cmp(&b.1.key)));
     let mut hint = String::new();
-    let close: Vec<&str> = scored.iter().take(4).map(|(_, op)| op.key.as_str()).collect();
+    let close: Vec<&str> = scored
+        .iter()
+        .take(4)
+        .map(|(_, op)| op.key.as_str())
+        .collect();
     if !close.is_empty() {
         let _ = write!(hint, "Closest operations: {}. ", close.join("; "));
     }
     hint
 }
 
-fn check_query(op: &Operation, query: Option<&Map<String, Value>>) -> Result<Vec<(String, String)>, PlanError> {
+fn check_query(
+    op: &Operation,
+    query: Option<&Map<String, Value>>,
+) -> Result<Vec<(String, String)>, PlanError> {
     let mut pairs = Vec::new();
     let declared: Vec<&Param> = op.query_params().collect();
     let names = || {
         if declared.is_empty() {
             "none".to_owned()
         } else {
-            declared.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+            declared
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         }
     };
     if let Some(query) = query {
@@ -302,9 +351,19 @@ fn scalar_text(value: &Value) -> Option<String> {
 
 /// Checks a query value against the parameter's type and enum.
 fn check_scalar(param: &Param, text: &str) -> Result<(), String> {
-    if !param.enum_values.is_empty() && !param.enum_values.iter().any(|v| scalar_text(v).as_deref() == Some(text)) {
+    if !param.enum_values.is_empty()
+        && !param
+            .enum_values
+            .iter()
+            .any(|v| scalar_text(v).as_deref() == Some(text))
+    {
         let allowed: Vec<String> = param.enum_values.iter().filter_map(scalar_text).collect();
-        return Err(format!("{:?} is not an allowed value of {}; allowed: {}", text, param.name, allowed.join(", ")));
+        return Err(format!(
+            "{:?} is not an allowed value of {}; allowed: {}",
+            text,
+            param.name,
+            allowed.join(", ")
+        ));
     }
     let base = param.ty.split(['(', '<', '|']).next().unwrap_or_default();
     let ok = match base {
@@ -313,45 +372,78 @@ fn check_scalar(param: &Param, text: &str) -> Result<(), String> {
         "boolean" => matches!(text, "true" | "false"),
         _ => true,
     };
-    if ok { Ok(()) } else { Err(format!("query parameter {} must be of type {}, got {:?}", param.name, param.ty, text)) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "query parameter {} must be of type {}, got {:?}",
+            param.name, param.ty, text
+        ))
+    }
 }
 
-fn check_body(op: &Operation, method: &Method, body: Option<&Value>) -> Result<Option<Bytes>, PlanError> {
+fn check_body(
+    op: &Operation,
+    method: &Method,
+    body: Option<&Value>,
+) -> Result<Option<Bytes>, PlanError> {
     let body = body.filter(|b| !b.is_null());
     let Some(schema) = &op.body_schema else {
         if body.is_some() {
-            return Err(PlanError::BadBody(format!("{} takes no request body; remove `body`", op.key)));
+            return Err(PlanError::BadBody(format!(
+                "{} takes no request body; remove `body`",
+                op.key
+            )));
         }
         return Ok(None);
     };
     let _ = schema;
     let Some(body) = body else {
         if op.body_required {
-            let required: Vec<&str> =
-                op.body_fields.iter().filter(|f| f.required && !f.name.contains('.')).map(|f| f.name.as_str()).collect();
+            let required: Vec<&str> = op
+                .body_fields
+                .iter()
+                .filter(|f| f.required && !f.name.contains('.'))
+                .map(|f| f.name.as_str())
+                .collect();
             return Err(PlanError::BadBody(format!(
                 "{} needs a JSON body{}; use `search` with operation \"{}\" to see every field",
                 op.key,
-                if required.is_empty() { String::new() } else { format!(" with at least: {}", required.join(", ")) },
+                if required.is_empty() {
+                    String::new()
+                } else {
+                    format!(" with at least: {}", required.join(", "))
+                },
                 op.key
             )));
         }
         return Ok(None);
     };
     if matches!(*method, Method::GET | Method::HEAD) {
-        return Err(PlanError::BadBody("GET and HEAD calls take no body; put filters in `query`".into()));
+        return Err(PlanError::BadBody(
+            "GET and HEAD calls take no body; put filters in `query`".into(),
+        ));
     }
     if let Value::Object(fields) = body {
         let missing: Vec<&str> = op
             .body_fields
             .iter()
-            .filter(|f| f.required && !f.name.contains('.') && !f.name.contains('[') && !fields.contains_key(&f.name))
+            .filter(|f| {
+                f.required
+                    && !f.name.contains('.')
+                    && !f.name.contains('[')
+                    && !fields.contains_key(&f.name)
+            })
             .map(|f| f.name.as_str())
             .collect();
         if !missing.is_empty() {
-            return Err(PlanError::BadBody(format!("the body is missing required field(s): {}", missing.join(", "))));
+            return Err(PlanError::BadBody(format!(
+                "the body is missing required field(s): {}",
+                missing.join(", ")
+            )));
         }
     }
-    let bytes = serde_json::to_vec(body).map_err(|e| PlanError::BadBody(format!("the body cannot be encoded: {e}")))?;
+    let bytes = serde_json::to_vec(body)
+        .map_err(|e| PlanError::BadBody(format!("the body cannot be encoded: {e}")))?;
     Ok(Some(Bytes::from(bytes)))
 }

@@ -22,32 +22,52 @@ pub struct Shaped {
 
 pub fn shape_body(raw: &[u8], pagination: Option<&Pagination>, options: ShapeOptions) -> Shaped {
     if raw.is_empty() {
-        return Shaped { body: Value::Null, truncated: None, next: None };
+        return Shaped {
+            body: Value::Null,
+            truncated: None,
+            next: None,
+        };
     }
     let Ok(parsed) = serde_json::from_slice::<Value>(raw) else {
         let text = String::from_utf8_lossy(raw);
         let total = text.chars().count();
         if total <= options.max_chars {
-            return Shaped { body: Value::String(text.into_owned()), truncated: None, next: None };
+            return Shaped {
+                body: Value::String(text.into_owned()),
+                truncated: None,
+                next: None,
+            };
         }
         let kept: String = text.chars().take(options.max_chars).collect();
         return Shaped {
             body: Value::String(kept),
-            truncated: Some(json!({"kind": "text", "kept_chars": options.max_chars, "total_chars": total})),
+            truncated: Some(
+                json!({"kind": "text", "kept_chars": options.max_chars, "total_chars": total}),
+            ),
             next: None,
         };
     };
     let next = pagination.and_then(|p| next_hint(&parsed, p));
     let size = serialized_len(&parsed);
     if size <= options.max_chars {
-        return Shaped { body: parsed, truncated: None, next };
+        return Shaped {
+            body: parsed,
+            truncated: None,
+            next,
+        };
     }
     let (body, truncated) = trim_to_budget(parsed, size, options.max_chars, next.is_some());
-    Shaped { body, truncated: Some(truncated), next }
+    Shaped {
+        body,
+        truncated: Some(truncated),
+        next,
+    }
 }
 
 fn serialized_len(value: &Value) -> usize {
-    serde_json::to_string(value).map(|s| s.len()).unwrap_or(usize::MAX)
+    serde_json::to_string(value)
+        .map(|s| s.len())
+        .unwrap_or(usize::MAX)
 }
 
 /// The JSON pointer of the largest array (by serialised size) within three levels.
@@ -90,7 +110,11 @@ fn trim_to_budget(mut body: Value, size: usize, budget: usize, has_next: bool) -
             }
             if kept > 0 || overhead + 400 < budget {
                 items.truncate(kept);
-                let field = if pointer.is_empty() { "(top level)".to_owned() } else { pointer.clone() };
+                let field = if pointer.is_empty() {
+                    "(top level)".to_owned()
+                } else {
+                    pointer.clone()
+                };
                 let hint = if has_next {
                     "Ask for smaller pages with `limit`, or follow `next` for the following page; add filters to narrow the list."
                 } else {
@@ -139,7 +163,7 @@ fn trim_to_budget(mut body: Value, size: usize, budget: usize, has_next: bool) -
 /// Reads the next-page cursor at `pagination.next` and turns it into `execute` query arguments.
 fn next_hint(body: &Value, pagination: &Pagination) -> Option<Value> {
     let mut cursor = body;
-    for part in pagination.next.split('.') {
+    for part in pagination.next.as_deref()?.split('.') {
         cursor = cursor.get(part)?;
     }
     let token = match cursor {
@@ -150,8 +174,13 @@ fn next_hint(body: &Value, pagination: &Pagination) -> Option<Value> {
     let param = pagination.request.first()?.clone();
     if pagination.style == "page" {
         // `links.next` is a URL; hand back its page parameter when it has one.
-        let url = url::Url::parse(&token).or_else(|_| url::Url::parse(&format!("http://x{token}"))).ok()?;
-        let page = url.query_pairs().find(|(k, _)| *k == param.as_str()).map(|(_, v)| v.into_owned())?;
+        let url = url::Url::parse(&token)
+            .or_else(|_| url::Url::parse(&format!("http://x{token}")))
+            .ok()?;
+        let page = url
+            .query_pairs()
+            .find(|(k, _)| *k == param.as_str())
+            .map(|(_, v)| v.into_owned())?;
         return Some(json!({"query": {param: page}}));
     }
     Some(json!({"query": {param: token}}))
@@ -165,7 +194,10 @@ mod tests {
         Pagination {
             style: "cursor".into(),
             request: vec!["page_token".into(), "limit".into()],
-            next: "pagination.next_page_token".into(),
+            next: Some("pagination.next_page_token".into()),
+            cursor_from: None,
+            max_limit: None,
+            note: None,
         }
     }
 
@@ -179,7 +211,9 @@ mod tests {
 
     #[test]
     fn large_arrays_are_cut_at_item_boundaries_and_stay_valid_json() {
-        let items: Vec<Value> = (0..500).map(|i| json!({"id": i, "name": "x".repeat(50)})).collect();
+        let items: Vec<Value> = (0..500)
+            .map(|i| json!({"id": i, "name": "x".repeat(50)}))
+            .collect();
         let raw = serde_json::to_vec(&json!({"data": items})).unwrap();
         let shaped = shape_body(&raw, None, ShapeOptions { max_chars: 5_000 });
         let note = shaped.truncated.unwrap();

@@ -11,10 +11,11 @@ use crate::auth::AuthMode;
 use crate::mcp::{CallContext, tool_error, tool_success};
 use crate::openapi::KeyType;
 use crate::telemetry::UpstreamLabels;
-use crate::upstream::{
-    PlanError, PlannedRequest, RATE_LIMIT_HEADERS, ShapeOptions, UpstreamError, UpstreamResponse, plan, shape_body,
-};
 use crate::upstream::plan::{Call, CallerModes};
+use crate::upstream::{
+    PlanError, PlannedRequest, RATE_LIMIT_HEADERS, ShapeOptions, UpstreamError, UpstreamResponse,
+    plan, shape_body,
+};
 
 pub const NAME: &str = "execute";
 pub const DESCRIPTION: &str = "Call the Polytomic API through this server with the user's credentials. Give the \
@@ -73,7 +74,9 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> CallToolResult {
         Ok(args) => args,
         Err(message) => {
             return tool_error(
-                format!("{message}. Expected: method (GET/POST/PUT/PATCH/DELETE/HEAD), path (/api/...), optional query (object), body (JSON), dry_run (boolean)"),
+                format!(
+                    "{message}. Expected: method (GET/POST/PUT/PATCH/DELETE/HEAD), path (/api/...), optional query (object), body (JSON), dry_run (boolean)"
+                ),
                 None,
             );
         }
@@ -87,7 +90,12 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> CallToolResult {
         partner_org_id: principal.partner_org_id.as_deref(),
     };
     let catalog = state.catalog.current();
-    let call = Call { method: &args.method, path: &args.path, query: args.query.as_ref(), body: args.body.as_ref() };
+    let call = Call {
+        method: &args.method,
+        path: &args.path,
+        query: args.query.as_ref(),
+        body: args.body.as_ref(),
+    };
     let planned = match plan(&catalog.index, &state.upstream.base_url, modes, call) {
         Ok(planned) => planned,
         Err(error) => {
@@ -107,7 +115,10 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> CallToolResult {
         return dry_run(&planned, &context, state.upstream.api_version.as_str());
     }
 
-    let result = state.upstream.send(&planned, principal.upstream_bearer()).await;
+    let result = state
+        .upstream
+        .send(&planned, principal.upstream_bearer())
+        .await;
     let status_label = match &result {
         Ok(response) => response.status.as_u16().to_string(),
         Err(UpstreamError::Timeout(_)) => "timeout".into(),
@@ -117,7 +128,10 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> CallToolResult {
         state
             .metrics
             .upstream_duration
-            .get_or_create(&UpstreamLabels { method: planned.method.to_string(), status: status_label.clone() })
+            .get_or_create(&UpstreamLabels {
+                method: planned.method.to_string(),
+                status: status_label.clone(),
+            })
             .observe(response.elapsed.as_secs_f64());
     }
     tracing::info!(
@@ -134,12 +148,21 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> CallToolResult {
         Ok(response) => respond(ctx, &planned, response, context),
         Err(error) => {
             let next = match error {
-                UpstreamError::Timeout(_) => "Polytomic did not answer in time. Retry once; for a long-running action, check its status with a GET instead of repeating it.",
-                UpstreamError::TooLarge(_) => "The answer is too large to return. Narrow the call: a smaller `limit`, filters, or a single item by id.",
-                _ => "Polytomic could not be reached. Retry in a moment; if it keeps failing, tell the user the Polytomic API is unavailable.",
+                UpstreamError::Timeout(_) => {
+                    "Polytomic did not answer in time. Retry once; for a long-running action, check its status with a GET instead of repeating it."
+                }
+                UpstreamError::TooLarge(_) => {
+                    "The answer is too large to return. Narrow the call: a smaller `limit`, filters, or a single item by id."
+                }
+                _ => {
+                    "Polytomic could not be reached. Retry in a moment; if it keeps failing, tell the user the Polytomic API is unavailable."
+                }
             };
             let message = format!("{error}. {next}");
-            tool_error(message.clone(), Some(json!({"error": message, "context": context})))
+            tool_error(
+                message.clone(),
+                Some(json!({"error": message, "context": context})),
+            )
         }
     }
 }
@@ -185,14 +208,29 @@ fn dry_run(planned: &PlannedRequest, context: &Value, api_version: &str) -> Call
         "Dry run, nothing sent. Valid request for {}:\n{} {}\nbody: {}\nRun the same call without dry_run to send it.",
         planned.operation_key, planned.method, planned.url, body
     );
-    tool_success(json!({"status": 0, "dry_run": true, "request": request, "body": Value::Null, "context": context}), text)
+    tool_success(
+        json!({"status": 0, "dry_run": true, "request": request, "body": Value::Null, "context": context}),
+        text,
+    )
 }
 
-fn respond(ctx: &CallContext<'_>, planned: &PlannedRequest, response: UpstreamResponse, context: Value) -> CallToolResult {
+fn respond(
+    ctx: &CallContext<'_>,
+    planned: &PlannedRequest,
+    response: UpstreamResponse,
+    context: Value,
+) -> CallToolResult {
     let catalog = ctx.state.catalog.current();
-    let pagination = catalog.index.get(&planned.operation_key).and_then(|op| op.pagination.clone());
+    let pagination = catalog
+        .index
+        .get(&planned.operation_key)
+        .and_then(|op| op.pagination.clone());
     let max_chars = usize::try_from(ctx.state.config.result_max_chars).unwrap_or(60_000);
-    let shaped = shape_body(&response.body, pagination.as_ref(), ShapeOptions { max_chars });
+    let shaped = shape_body(
+        &response.body,
+        pagination.as_ref(),
+        ShapeOptions { max_chars },
+    );
     let mut rate_limit = Map::new();
     for name in RATE_LIMIT_HEADERS {
         if let Some(value) = response.headers.get(*name).and_then(|v| v.to_str().ok()) {
@@ -215,11 +253,23 @@ fn respond(ctx: &CallContext<'_>, planned: &PlannedRequest, response: UpstreamRe
         structured["rate_limit"] = Value::Object(rate_limit);
     }
     if !planned.filled.is_empty() {
-        structured["filled"] = Value::Object(planned.filled.iter().map(|(k, v)| (k.clone(), json!(v))).collect());
+        structured["filled"] = Value::Object(
+            planned
+                .filled
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect(),
+        );
     }
     let body_text = serde_json::to_string(&structured["body"]).unwrap_or_default();
     if response.status.is_success() {
-        let mut text = format!("{} {} → {}\n{}", planned.method, planned.url.path(), status, body_text);
+        let mut text = format!(
+            "{} {} → {}\n{}",
+            planned.method,
+            planned.url.path(),
+            status,
+            body_text
+        );
         if let Some(next) = &shaped.next {
             let _ = write!(text, "\nnext page: call again with {next}");
         }
@@ -230,18 +280,27 @@ fn respond(ctx: &CallContext<'_>, planned: &PlannedRequest, response: UpstreamRe
     }
     let message = error_message(ctx, planned, status, &structured["body"]);
     structured["error"] = json!(message);
-    tool_error(format!("{message}\nresponse body: {body_text}"), Some(structured))
+    tool_error(
+        format!("{message}\nresponse body: {body_text}"),
+        Some(structured),
+    )
 }
 
 /// Keeps Polytomic's own message and adds the next step for the agent.
-fn error_message(ctx: &CallContext<'_>, planned: &PlannedRequest, status: u16, body: &Value) -> String {
+fn error_message(
+    ctx: &CallContext<'_>,
+    planned: &PlannedRequest,
+    status: u16,
+    body: &Value,
+) -> String {
     let upstream = body
         .get("message")
         .and_then(Value::as_str)
         .or_else(|| body.get("error").and_then(Value::as_str))
         .or_else(|| body.as_str())
         .unwrap_or("");
-    let partner_op_in_user_mode = planned.key_type == KeyType::Partner && ctx.principal.auth_mode == AuthMode::User;
+    let partner_op_in_user_mode =
+        planned.key_type == KeyType::Partner && ctx.principal.auth_mode == AuthMode::User;
     let next = match status {
         400 => "Check the parameters and body against `search` with this operation; fix the named field and retry.".to_owned(),
         401 => "The API key is invalid, expired or lacks access. Ask the user to check the key configured for this MCP server.".to_owned(),
@@ -256,7 +315,11 @@ fn error_message(ctx: &CallContext<'_>, planned: &PlannedRequest, status: u16, b
     };
     let mut message = format!("Polytomic answered {status} for {}", planned.operation_key);
     if !upstream.is_empty() {
-        let _ = write!(message, ": {}", upstream.chars().take(500).collect::<String>());
+        let _ = write!(
+            message,
+            ": {}",
+            upstream.chars().take(500).collect::<String>()
+        );
     }
     let _ = write!(message, ". {next}");
     message

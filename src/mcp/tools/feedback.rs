@@ -61,11 +61,17 @@ struct Args {
 
 fn check(args: &Args) -> Result<(), String> {
     if !CATEGORIES.contains(&args.category.as_str()) {
-        return Err(format!("category {:?} is not allowed; use one of: {}", args.category, CATEGORIES.join(", ")));
+        return Err(format!(
+            "category {:?} is not allowed; use one of: {}",
+            args.category,
+            CATEGORIES.join(", ")
+        ));
     }
     let summary_len = args.summary.trim().chars().count();
     if summary_len == 0 {
-        return Err("summary is empty; say in one sentence what went wrong or what is missing".into());
+        return Err(
+            "summary is empty; say in one sentence what went wrong or what is missing".into(),
+        );
     }
     if summary_len > MAX_SUMMARY {
         return Err(format!(
@@ -75,23 +81,40 @@ fn check(args: &Args) -> Result<(), String> {
     if let Some(details) = &args.details {
         let len = details.len();
         if len > MAX_DETAILS {
-            return Err(format!("details is {len} bytes, the limit is {MAX_DETAILS}; shorten it (nothing was stored)"));
+            return Err(format!(
+                "details is {len} bytes, the limit is {MAX_DETAILS}; shorten it (nothing was stored)"
+            ));
         }
     }
-    for (name, value) in [("expected", &args.expected), ("actual", &args.actual), ("operation", &args.operation)] {
-        if value.as_ref().is_some_and(|v| v.chars().count() > MAX_SHORT) {
-            return Err(format!("{name} is longer than {MAX_SHORT} characters; shorten it (nothing was stored)"));
+    for (name, value) in [
+        ("expected", &args.expected),
+        ("actual", &args.actual),
+        ("operation", &args.operation),
+    ] {
+        if value
+            .as_ref()
+            .is_some_and(|v| v.chars().count() > MAX_SHORT)
+        {
+            return Err(format!(
+                "{name} is longer than {MAX_SHORT} characters; shorten it (nothing was stored)"
+            ));
         }
     }
-    if let Some(tool) = &args.tool {
-        if !super::TOOL_NAMES.contains(&tool.as_str()) {
-            return Err(format!("tool {tool:?} is not one of: {}", super::TOOL_NAMES.join(", ")));
-        }
+    if let Some(tool) = &args.tool
+        && !super::TOOL_NAMES.contains(&tool.as_str())
+    {
+        return Err(format!(
+            "tool {tool:?} is not one of: {}",
+            super::TOOL_NAMES.join(", ")
+        ));
     }
-    if let Some(severity) = &args.severity {
-        if !SEVERITIES.contains(&severity.as_str()) {
-            return Err(format!("severity {severity:?} is not allowed; use one of: {}", SEVERITIES.join(", ")));
-        }
+    if let Some(severity) = &args.severity
+        && !SEVERITIES.contains(&severity.as_str())
+    {
+        return Err(format!(
+            "severity {severity:?} is not allowed; use one of: {}",
+            SEVERITIES.join(", ")
+        ));
     }
     Ok(())
 }
@@ -101,13 +124,19 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> CallToolResult {
         Ok(args) => args,
         Err(message) => {
             return tool_error(
-                format!("{message}. Required: category ({}), summary; optional: details, tool, operation, severity, expected, actual", CATEGORIES.join("/")),
+                format!(
+                    "{message}. Required: category ({}), summary; optional: details, tool, operation, severity, expected, actual",
+                    CATEGORIES.join("/")
+                ),
                 None,
             );
         }
     };
     if let Err(message) = check(&args) {
-        return tool_error(format!("{message}. Nothing was stored; fix it and send again."), None);
+        return tool_error(
+            format!("{message}. Nothing was stored; fix it and send again."),
+            None,
+        );
     }
     let now = chrono::Utc::now();
     let principal = ctx.principal;
@@ -123,7 +152,10 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> CallToolResult {
         expected: args.expected,
         actual: args.actual,
         principal: principal.fingerprint.clone(),
-        organization_id: principal.partner_org_id.clone().or_else(|| principal.organization_id.clone()),
+        organization_id: principal
+            .partner_org_id
+            .clone()
+            .or_else(|| principal.organization_id.clone()),
         auth_mode: principal.auth_mode.as_str().to_owned(),
         access_mode: principal.access_mode.as_str().to_owned(),
         client_name: ctx.client.as_ref().map(|c| c.0.clone()),
@@ -138,10 +170,19 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> CallToolResult {
             None,
         );
     }
-    ctx.state.metrics.feedback.get_or_create(&CategoryLabels { category: record.category.clone() }).inc();
+    ctx.state
+        .metrics
+        .feedback
+        .get_or_create(&CategoryLabels {
+            category: record.category.clone(),
+        })
+        .inc();
     let stored_at = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     tool_success(
         json!({"id": record.id, "stored_at": stored_at}),
-        format!("Feedback stored as {} at {stored_at}. Thank you; the team that runs this server reads these.", record.id),
+        format!(
+            "Feedback stored as {} at {stored_at}. Thank you; the team that runs this server reads these.",
+            record.id
+        ),
     )
 }

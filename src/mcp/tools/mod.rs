@@ -15,29 +15,41 @@ pub const TOOL_NAMES: [&str; 3] = [search::NAME, execute::NAME, feedback::NAME];
 /// Tool definitions as this session should see them.
 pub fn definitions(read_only_session: bool) -> Vec<Tool> {
     vec![
-        tool(search::NAME, "Search Polytomic API", search::DESCRIPTION, search::input_schema(), search::output_schema())
-            .with_annotations(
-                ToolAnnotations::with_title("Search Polytomic API")
-                    .read_only(true)
-                    .destructive(false)
-                    .idempotent(true)
-                    .open_world(false),
-            ),
-        tool(execute::NAME, "Call Polytomic API", execute::DESCRIPTION, execute::input_schema(), execute::output_schema())
-            .with_annotations(if read_only_session {
-                // The server refuses every write in this session, so the tool really is read-only here.
-                ToolAnnotations::with_title("Call Polytomic API (read-only)")
-                    .read_only(true)
-                    .destructive(false)
-                    .idempotent(true)
-                    .open_world(true)
-            } else {
-                ToolAnnotations::with_title("Call Polytomic API")
-                    .read_only(false)
-                    .destructive(true)
-                    .idempotent(false)
-                    .open_world(true)
-            }),
+        tool(
+            search::NAME,
+            "Search Polytomic API",
+            search::DESCRIPTION,
+            search::input_schema(),
+            search::output_schema(),
+        )
+        .with_annotations(
+            ToolAnnotations::with_title("Search Polytomic API")
+                .read_only(true)
+                .destructive(false)
+                .idempotent(true)
+                .open_world(false),
+        ),
+        tool(
+            execute::NAME,
+            "Call Polytomic API",
+            execute::DESCRIPTION,
+            execute::input_schema(),
+            execute::output_schema(),
+        )
+        .with_annotations(if read_only_session {
+            // The server refuses every write in this session, so the tool really is read-only here.
+            ToolAnnotations::with_title("Call Polytomic API (read-only)")
+                .read_only(true)
+                .destructive(false)
+                .idempotent(true)
+                .open_world(true)
+        } else {
+            ToolAnnotations::with_title("Call Polytomic API")
+                .read_only(false)
+                .destructive(true)
+                .idempotent(false)
+                .open_world(true)
+        }),
         tool(
             feedback::NAME,
             "Send feedback about this server",
@@ -55,7 +67,13 @@ pub fn definitions(read_only_session: bool) -> Vec<Tool> {
     ]
 }
 
-fn tool(name: &'static str, title: &str, description: &'static str, input: Value, output: Value) -> Tool {
+fn tool(
+    name: &'static str,
+    title: &str,
+    description: &'static str,
+    input: Value,
+    output: Value,
+) -> Tool {
     Tool::new(name, description, Arc::new(as_object(input)))
         .with_title(title)
         .with_raw_output_schema(Arc::new(as_object(output)))

@@ -69,9 +69,12 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> CallToolResult {
     let args: Args = match parse_args(NAME, arguments) {
         Ok(args) => args,
         Err(message) => {
-            return tool_error(format!(
-                "{message}. Allowed fields: query, operation, method, tag, key_type, read_only, limit"
-            ), None);
+            return tool_error(
+                format!(
+                    "{message}. Allowed fields: query, operation, method, tag, key_type, read_only, limit"
+                ),
+                None,
+            );
         }
     };
     let catalog = ctx.state.catalog.current();
@@ -81,31 +84,71 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> CallToolResult {
     let limit = match args.limit {
         None => DEFAULT_LIMIT,
         Some(n) if (1..=MAX_LIMIT as i64).contains(&n) => n as usize,
-        Some(n) => return tool_error(format!("limit must be between 1 and {MAX_LIMIT}, got {n}"), None),
+        Some(n) => {
+            return tool_error(
+                format!("limit must be between 1 and {MAX_LIMIT}, got {n}"),
+                None,
+            );
+        }
     };
     let method = match args.method.as_deref().map(str::to_ascii_uppercase) {
         None => None,
         Some(m) if ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&m.as_str()) => Some(m),
-        Some(m) => return tool_error(format!("method must be one of GET, POST, PUT, PATCH, DELETE, got {m:?}"), None),
+        Some(m) => {
+            return tool_error(
+                format!("method must be one of GET, POST, PUT, PATCH, DELETE, got {m:?}"),
+                None,
+            );
+        }
     };
-    let key_type = match args.key_type.as_deref().map(str::to_ascii_lowercase).as_deref() {
+    let key_type = match args
+        .key_type
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None => None,
         Some("user") => Some(KeyType::User),
         Some("partner") => Some(KeyType::Partner),
-        Some(other) => return tool_error(format!("key_type must be \"user\" or \"partner\", got {other:?}"), None),
+        Some(other) => {
+            return tool_error(
+                format!("key_type must be \"user\" or \"partner\", got {other:?}"),
+                None,
+            );
+        }
     };
     if let Some(tag) = &args.tag {
-        let known = catalog.index.tags.iter().any(|t| t.tag.eq_ignore_ascii_case(tag) || t.name.eq_ignore_ascii_case(tag));
+        let known = catalog
+            .index
+            .tags
+            .iter()
+            .any(|t| t.tag.eq_ignore_ascii_case(tag) || t.name.eq_ignore_ascii_case(tag));
         if !known {
             let tags: Vec<&str> = catalog.index.tags.iter().map(|t| t.tag.as_str()).collect();
-            return tool_error(format!("unknown tag {tag:?}; known tags: {}", tags.join(", ")), None);
+            return tool_error(
+                format!("unknown tag {tag:?}; known tags: {}", tags.join(", ")),
+                None,
+            );
         }
     }
     let tag = args.tag.as_ref().and_then(|tag| {
-        catalog.index.tags.iter().find(|t| t.tag.eq_ignore_ascii_case(tag) || t.name.eq_ignore_ascii_case(tag)).map(|t| t.tag.clone())
+        catalog
+            .index
+            .tags
+            .iter()
+            .find(|t| t.tag.eq_ignore_ascii_case(tag) || t.name.eq_ignore_ascii_case(tag))
+            .map(|t| t.tag.clone())
     });
-    let filters = Filters { method, tag, key_type, read_only: args.read_only };
-    let has_filters = filters.method.is_some() || filters.tag.is_some() || filters.key_type.is_some() || filters.read_only;
+    let filters = Filters {
+        method,
+        tag,
+        key_type,
+        read_only: args.read_only,
+    };
+    let has_filters = filters.method.is_some()
+        || filters.tag.is_some()
+        || filters.key_type.is_some()
+        || filters.read_only;
     let query = args.query.trim();
 
     let hits: Vec<Hit<'_>> = if query.is_empty() {
@@ -121,7 +164,10 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> CallToolResult {
         return overview(&catalog, Some(query));
     }
     let auth_mode = ctx.principal.auth_mode;
-    let results: Vec<Value> = hits.iter().map(|hit| summary_item(hit.operation, auth_mode)).collect();
+    let results: Vec<Value> = hits
+        .iter()
+        .map(|hit| summary_item(hit.operation, auth_mode))
+        .collect();
     let mut text = format!("{} operation(s) for {:?}:\n", results.len(), query);
     for (i, hit) in hits.iter().enumerate() {
         write_summary_line(&mut text, i + 1, hit.operation, auth_mode);
@@ -133,12 +179,12 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> CallToolResult {
 
 fn key_note(op: &Operation, auth_mode: AuthMode) -> Option<&'static str> {
     match (op.key_type, auth_mode) {
-        (KeyType::Partner, AuthMode::User) => {
-            Some("needs a partner API key with X-Polytomic-Auth-Mode: partner; this session is in user mode")
-        }
-        (KeyType::User, AuthMode::Partner) => {
-            Some("needs a user API key (user mode); in partner mode act on a customer organization through /api/organizations/{org_id}/…")
-        }
+        (KeyType::Partner, AuthMode::User) => Some(
+            "needs a partner API key with X-Polytomic-Auth-Mode: partner; this session is in user mode",
+        ),
+        (KeyType::User, AuthMode::Partner) => Some(
+            "needs a user API key (user mode); in partner mode act on a customer organization through /api/organizations/{org_id}/…",
+        ),
         _ => None,
     }
 }
@@ -154,10 +200,8 @@ fn param_json(param: &Param, full: bool) -> Value {
     if !param.enum_values.is_empty() && (full || param.enum_values.len() <= SHORT_ENUM) {
         out.insert("enum".into(), json!(param.enum_values));
     }
-    if full {
-        if let Some(description) = &param.description {
-            out.insert("description".into(), json!(description));
-        }
+    if full && let Some(description) = &param.description {
+        out.insert("description".into(), json!(description));
     }
     Value::Object(out)
 }
@@ -174,7 +218,11 @@ fn summary_item(op: &Operation, auth_mode: AuthMode) -> Value {
         item["pagination"] = json!(pagination);
     }
     if op.body_schema.is_some() {
-        item["body"] = json!(if op.body_required { "required" } else { "optional" });
+        item["body"] = json!(if op.body_required {
+            "required"
+        } else {
+            "optional"
+        });
     }
     if let Some(note) = key_note(op, auth_mode) {
         item["note"] = json!(note);
@@ -183,7 +231,14 @@ fn summary_item(op: &Operation, auth_mode: AuthMode) -> Value {
 }
 
 fn write_summary_line(text: &mut String, rank: usize, op: &Operation, auth_mode: AuthMode) {
-    let _ = writeln!(text, "{rank}. {} {} — {} [{} key]", op.method, op.path, op.summary, op.key_type.as_str());
+    let _ = writeln!(
+        text,
+        "{rank}. {} {} — {} [{} key]",
+        op.method,
+        op.path,
+        op.summary,
+        op.key_type.as_str()
+    );
     if !op.params.is_empty() {
         let params: Vec<String> = op
             .params
@@ -194,20 +249,50 @@ fn write_summary_line(text: &mut String, rank: usize, op: &Operation, auth_mode:
                     ParamLocation::Query => "query",
                     ParamLocation::Header => "header",
                 };
-                format!("{}{} ({loc}, {})", p.name, if p.required { "*" } else { "" }, p.ty)
+                format!(
+                    "{}{} ({loc}, {})",
+                    p.name,
+                    if p.required { "*" } else { "" },
+                    p.ty
+                )
             })
             .collect();
         let _ = writeln!(text, "   params: {}", params.join(", "));
     }
     if op.body_schema.is_some() {
-        let _ = writeln!(text, "   body: {}", if op.body_required { "required" } else { "optional" });
+        let _ = writeln!(
+            text,
+            "   body: {}",
+            if op.body_required {
+                "required"
+            } else {
+                "optional"
+            }
+        );
     }
     if let Some(p) = &op.pagination {
-        let _ = writeln!(text, "   pages: {} → next in {}", p.request.join(", "), p.next);
+        let _ = writeln!(text, "   pages: {}", pagination_text(p));
     }
     if let Some(note) = key_note(op, auth_mode) {
         let _ = writeln!(text, "   note: {note}");
     }
+}
+
+fn pagination_text(p: &crate::openapi::Pagination) -> String {
+    let mut out = p.request.join(", ");
+    match (&p.next, &p.cursor_from) {
+        (Some(next), _) => {
+            let _ = write!(out, " → next in {next}");
+        }
+        (None, Some(from)) => {
+            let _ = write!(out, " → derive the next bound from {from}");
+        }
+        (None, None) => {}
+    }
+    if let Some(max) = p.max_limit {
+        let _ = write!(out, " (limit ≤ {max})");
+    }
+    out
 }
 
 /// The API's resource groups, for an empty or unmatched query.
@@ -224,9 +309,16 @@ fn overview(catalog: &Catalog, unmatched: Option<&str>) -> CallToolResult {
         ),
         None => "Describe the task in plain words, e.g. \"list my model syncs\" or \"start a bulk sync\"; narrow with `tag`, `method` or `read_only`.".to_owned(),
     };
-    let mut text = format!("{hint}\nGroups ({} operations):\n", catalog.index.operations.len());
+    let mut text = format!(
+        "{hint}\nGroups ({} operations):\n",
+        catalog.index.operations.len()
+    );
     for t in &catalog.index.tags {
-        let _ = writeln!(text, "- {} ({}): {} operations", t.name, t.tag, t.operations);
+        let _ = writeln!(
+            text,
+            "- {} ({}): {} operations",
+            t.name, t.tag, t.operations
+        );
     }
     tool_success(json!({"results": [], "groups": groups, "hint": hint}), text)
 }
@@ -242,7 +334,11 @@ fn detail(catalog: &Catalog, key: &str, auth_mode: AuthMode) -> CallToolResult {
         return tool_error(
             format!(
                 "no operation {key:?}; give it as \"METHOD /path/template\" exactly as search returns it{}",
-                if close.is_empty() { String::new() } else { format!(". Did you mean: {}", close.join("; ")) }
+                if close.is_empty() {
+                    String::new()
+                } else {
+                    format!(". Did you mean: {}", close.join("; "))
+                }
             ),
             None,
         );
@@ -275,32 +371,64 @@ fn detail(catalog: &Catalog, key: &str, auth_mode: AuthMode) -> CallToolResult {
     if op.deprecated {
         recipe["deprecated"] = json!(true);
     }
-    let mut text = format!("{} {} — {} [{} key]\n{}\n", op.method, op.path, op.summary, op.key_type.as_str(), op.description);
+    let mut text = format!(
+        "{} {} — {} [{} key]\n{}\n",
+        op.method,
+        op.path,
+        op.summary,
+        op.key_type.as_str(),
+        op.description
+    );
     for p in &op.params {
-        let _ = write!(text, "param {} ({:?}, {}{})", p.name, p.location, p.ty, if p.required { ", required" } else { "" });
+        let _ = write!(
+            text,
+            "param {} ({:?}, {}{})",
+            p.name,
+            p.location,
+            p.ty,
+            if p.required { ", required" } else { "" }
+        );
         if !p.enum_values.is_empty() {
             let _ = write!(text, " one of {}", Value::Array(p.enum_values.clone()));
         }
         text.push('\n');
     }
     if op.body_schema.is_some() {
-        let _ = writeln!(text, "body ({}):", if op.body_required { "required" } else { "optional" });
+        let _ = writeln!(
+            text,
+            "body ({}):",
+            if op.body_required {
+                "required"
+            } else {
+                "optional"
+            }
+        );
         for f in &op.body_fields {
-            let _ = write!(text, "  {}: {}{}", f.name, f.ty, if f.required { " (required)" } else { "" });
+            let _ = write!(
+                text,
+                "  {}: {}{}",
+                f.name,
+                f.ty,
+                if f.required { " (required)" } else { "" }
+            );
             if !f.enum_values.is_empty() {
                 let _ = write!(text, " one of {}", Value::Array(f.enum_values.clone()));
             }
             text.push('\n');
         }
         if op.body_fields_omitted > 0 {
-            let _ = writeln!(text, "  … {} more nested fields not shown", op.body_fields_omitted);
+            let _ = writeln!(
+                text,
+                "  … {} more nested fields not shown",
+                op.body_fields_omitted
+            );
         }
     }
     if !op.response_fields.is_empty() {
         let _ = writeln!(text, "response: {}", op.response_fields.join("; "));
     }
     if let Some(p) = &op.pagination {
-        let _ = writeln!(text, "pages: {} → next in {}", p.request.join(", "), p.next);
+        let _ = writeln!(text, "pages: {}", pagination_text(p));
     }
     if let Some(note) = key_note(op, auth_mode) {
         let _ = writeln!(text, "note: {note}");
@@ -323,8 +451,15 @@ fn example_call(op: &Operation) -> Value {
     }
     if op.body_schema.is_some() {
         let mut body = Map::new();
-        for field in op.body_fields.iter().filter(|f| f.required && !f.name.contains('.') && !f.name.contains('[')) {
-            body.insert(field.name.clone(), placeholder(&field.ty, &field.enum_values, &field.name));
+        for field in op
+            .body_fields
+            .iter()
+            .filter(|f| f.required && !f.name.contains('.') && !f.name.contains('['))
+        {
+            body.insert(
+                field.name.clone(),
+                placeholder(&field.ty, &field.enum_values, &field.name),
+            );
         }
         call["body"] = Value::Object(body);
     }

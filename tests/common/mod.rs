@@ -1,0 +1,280 @@
+//! Test harness: the real server on 127.0.0.1:0 against a mock Polytomic API that records what it receives.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use clap::Parser;
+use polytomic_mcp::config::Config;
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig};
+use rmcp::service::RunningService;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub const ORG_ID: &str = "0b4a3f2e-6c1d-4e8a-9f3b-2d7c5e1a9b80";
+
+/// One request as the mock upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+#[derive(Clone, Default)]
+pub struct MockUpstream {
+    pub seen: Arc<Mutex<Vec<Recorded>>>,
+    pub addr: Option<SocketAddr>,
+}
+
+impl MockUpstream {
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr.unwrap())
+    }
+
+    pub async fn start() -> Self {
+        polytomic_mcp::install_crypto_provider();
+        let mut mock = MockUpstream::default();
+        let app = Router::new()
+            .route("/api/me", get(me))
+            .route("/api/syncs", get(list_syncs))
+            .route("/api/syncs/{id}", get(get_sync))
+            .route("/api/syncs/{id}/executions", post(start_sync))
+            .route("/api/organizations", get(partner_only))
+            .fallback(any(echo))
+            .layer(axum::middleware::from_fn_with_state(mock.clone(), record))
+            .with_state(mock.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        mock.addr = Some(listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        mock
+    }
+}
+
+async fn record(
+    State(mock): State<MockUpstream>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    mock.seen.lock().unwrap().push(Recorded {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        headers: parts.headers.clone(),
+        body: bytes.clone(),
+    });
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
+
+async fn me() -> impl IntoResponse {
+    axum::Json(json!({"data": {
+        "id": "u-1", "email": "ada@example.com", "organization_id": ORG_ID,
+        "organization_name": "Acme", "is_user": true, "is_partner": false, "role": "admin"
+    }}))
+}
+
+async fn list_syncs(uri: axum::http::Uri) -> impl IntoResponse {
+    let second_page = uri.query().is_some_and(|q| q.contains("page_token=tok2"));
+    if second_page {
+        return axum::Json(json!({"data": [{"id": "s-3", "name": "third"}], "pagination": {}}));
+    }
+    axum::Json(json!({
+        "data": [{"id": "s-1", "name": "first"}, {"id": "s-2", "name": "second"}],
+        "pagination": {"next_page_token": "tok2"}
+    }))
+}
+
+async fn get_sync(Path(id): Path<String>) -> Response {
+    if id == "missing" {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"status": 404, "message": "sync not found", "key": "not_found"})),
+        )
+            .into_response();
+    }
+    axum::Json(json!({"data": {"id": id, "name": "orders to salesforce", "active": true}}))
+        .into_response()
+}
+
+async fn start_sync(Path(id): Path<String>) -> impl IntoResponse {
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({"data": {"id": "exec-1", "sync_id": id, "status": "created"}})),
+    )
+}
+
+async fn partner_only() -> impl IntoResponse {
+    (
+        StatusCode::FORBIDDEN,
+        axum::Json(
+            json!({"status": 403, "message": "this endpoint requires a partner key", "key": "forbidden"}),
+        ),
+    )
+}
+
+async fn echo(request: Request) -> impl IntoResponse {
+    axum::Json(
+        json!({"data": {"method": request.method().to_string(), "path": request.uri().path()}}),
+    )
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub upstream: MockUpstream,
+    pub shutdown: CancellationToken,
+    pub database_url: String,
+    pub handle: tokio::task::JoinHandle<()>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(&[]).await
+    }
+
+    /// Starts the server with extra command-line flags (e.g. `["--max-access-mode", "read-only"]`).
+    pub async fn spawn_with(extra: &[&str]) -> Self {
+        let upstream = MockUpstream::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let database_url = format!("sqlite://{}/test.db", dir.path().display());
+        Self::spawn_on(upstream, database_url, Some(dir), extra).await
+    }
+
+    pub async fn spawn_on(
+        upstream: MockUpstream,
+        database_url: String,
+        dir: Option<tempfile::TempDir>,
+        extra: &[&str],
+    ) -> Self {
+        let upstream_url = upstream.url();
+        let mut args = vec![
+            "polytomic-mcp",
+            "--http-port",
+            "0",
+            "--base-url",
+            upstream_url.as_str(),
+            "--database-url",
+            database_url.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        let config = Config::parse_from(args);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let handle =
+            tokio::spawn(async move { polytomic_mcp::run(config, listener, token).await.unwrap() });
+        // Wait until it answers.
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            if http
+                .get(format!("http://{addr}/healthz"))
+                .send()
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        TestApp {
+            addr,
+            upstream,
+            shutdown,
+            database_url,
+            handle,
+            _dir: dir,
+        }
+    }
+
+    pub fn mcp_url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+
+    pub async fn stop(self) -> (MockUpstream, String, Option<tempfile::TempDir>) {
+        self.shutdown.cancel();
+        let _ = self.handle.await;
+        (self.upstream, self.database_url, self._dir)
+    }
+
+    /// An rmcp client session with the given bearer key and extra headers.
+    pub async fn client(
+        &self,
+        key: &str,
+        headers: &[(&str, &str)],
+    ) -> RunningService<rmcp::RoleClient, ClientConfig> {
+        let mut custom = std::collections::HashMap::new();
+        for (name, value) in headers {
+            custom.insert(
+                axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                axum::http::HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        let config = StreamableHttpClientTransportConfig::with_uri(self.mcp_url())
+            .auth_header(key)
+            .custom_headers(custom);
+        let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
+        ClientConfig::default().serve(transport).await.unwrap()
+    }
+
+    /// A raw JSON-RPC POST to /mcp.
+    pub async fn post_mcp(&self, headers: &[(&str, &str)], body: Value) -> reqwest::Response {
+        let mut request = reqwest::Client::new()
+            .post(self.mcp_url())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(body.to_string()).send().await.unwrap()
+    }
+}
+
+pub async fn call(
+    client: &RunningService<rmcp::RoleClient, ClientConfig>,
+    tool: &str,
+    args: Value,
+) -> CallToolResult {
+    let Value::Object(arguments) = args else {
+        panic!("arguments must be an object")
+    };
+    client
+        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments))
+        .await
+        .unwrap()
+}
+
+pub fn text_of(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn initialize_body(version: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "raw-test", "version": "1.0"}
+    }})
+}

@@ -1,0 +1,686 @@
+//! End-to-end behaviour of the real server over real sockets, driven by rmcp's client and raw HTTP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{ORG_ID, TestApp, call, initialize_body, text_of};
+use serde_json::{Value, json};
+
+const KEY: &str = "pk_test_0123456789abcdef";
+
+// ---------------------------------------------------------------- authentication and headers
+
+#[tokio::test]
+async fn requests_without_a_token_get_401_before_method_routing() {
+    let app = TestApp::spawn().await;
+    let http = reqwest::Client::new();
+    for method in [
+        reqwest::Method::POST,
+        reqwest::Method::GET,
+        reqwest::Method::DELETE,
+        reqwest::Method::PUT,
+    ] {
+        let response = http
+            .request(method.clone(), app.mcp_url())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{method}");
+        let challenge = response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(challenge.starts_with("Bearer "), "{challenge}");
+        let body: Value = response.json().await.unwrap();
+        assert!(body["message"].as_str().unwrap().contains("Authorization"));
+    }
+    let response = app
+        .post_mcp(
+            &[("authorization", "Basic abc")],
+            initialize_body("2025-11-25"),
+        )
+        .await;
+    assert_eq!(response.status(), 401);
+    assert!(app.upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn bad_polytomic_header_values_get_400_naming_header_and_allowed_values() {
+    let app = TestApp::spawn().await;
+    let auth = format!("Bearer {KEY}");
+    let cases: [(&str, &str, &str); 4] = [
+        (
+            "x-polytomic-access-mode",
+            "readonly",
+            "read-only, full-access",
+        ),
+        ("x-polytomic-auth-mode", "admin", "user, partner"),
+        ("x-polytomic-partner-org-id", ORG_ID, "partner mode"),
+        ("x-polytomic-access-mode", "", "ok"),
+    ];
+    for (header, value, expected) in cases {
+        let response = app
+            .post_mcp(
+                &[("authorization", auth.as_str()), (header, value)],
+                initialize_body("2025-11-25"),
+            )
+            .await;
+        if expected == "ok" {
+            assert_eq!(response.status(), 200, "empty header value means default");
+            continue;
+        }
+        assert_eq!(response.status(), 400, "{header}: {value}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["header"], header);
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{message}");
+    }
+    // A partner org id must be a UUID.
+    let response = app
+        .post_mcp(
+            &[
+                ("authorization", auth.as_str()),
+                ("x-polytomic-auth-mode", "partner"),
+                ("x-polytomic-partner-org-id", "acme"),
+            ],
+            initialize_body("2025-11-25"),
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+}
+
+#[tokio::test]
+async fn foreign_origin_and_host_get_403_and_local_origin_passes() {
+    let app = TestApp::spawn().await;
+    let auth = format!("Bearer {KEY}");
+    let response = app
+        .post_mcp(
+            &[
+                ("authorization", auth.as_str()),
+                ("origin", "https://evil.example"),
+            ],
+            initialize_body("2025-11-25"),
+        )
+        .await;
+    assert_eq!(response.status(), 403);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("evil.example"));
+
+    let response = app
+        .post_mcp(
+            &[
+                ("authorization", auth.as_str()),
+                ("host", "attacker.example:80"),
+            ],
+            initialize_body("2025-11-25"),
+        )
+        .await;
+    assert_eq!(response.status(), 403);
+
+    let local = format!("http://localhost:{}", app.addr.port());
+    let response = app
+        .post_mcp(
+            &[("authorization", auth.as_str()), ("origin", local.as_str())],
+            initialize_body("2025-11-25"),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        local.as_str()
+    );
+}
+
+#[tokio::test]
+async fn cors_preflight_is_answered_without_a_token() {
+    let app = TestApp::spawn().await;
+    let origin = format!("http://127.0.0.1:{}", app.addr.port());
+    let response = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, app.mcp_url())
+        .header("origin", &origin)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type, mcp-protocol-version",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        origin.as_str()
+    );
+    let allowed = response.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(allowed.contains("authorization") && allowed.contains("mcp-protocol-version"));
+}
+
+#[tokio::test]
+async fn both_current_protocol_revisions_are_negotiated() {
+    let app = TestApp::spawn().await;
+    let auth = format!("Bearer {KEY}");
+    for version in ["2025-06-18", "2025-11-25"] {
+        let response = app
+            .post_mcp(
+                &[("authorization", auth.as_str())],
+                initialize_body(version),
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["result"]["protocolVersion"], version);
+        assert_eq!(body["result"]["serverInfo"]["name"], "polytomic-mcp");
+        assert!(
+            body["result"]["instructions"]
+                .as_str()
+                .unwrap()
+                .contains("search")
+        );
+    }
+}
+
+// ---------------------------------------------------------------- tools over rmcp's client
+
+#[tokio::test]
+async fn tools_list_shows_three_tools_with_honest_annotations_in_few_bytes() {
+    let app = TestApp::spawn().await;
+    let client = app.client(KEY, &[]).await;
+    let tools = client.list_all_tools().await.unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    assert_eq!(names, ["search", "execute", "submit_mcp_feedback"]);
+    for tool in &tools {
+        assert!(
+            tool.output_schema.is_some(),
+            "{} has an output schema",
+            tool.name
+        );
+        let schema = serde_json::to_string(&tool.input_schema).unwrap();
+        assert!(
+            !schema.contains(":true") && !schema.contains("uint"),
+            "{}: {schema}",
+            tool.name
+        );
+    }
+    let execute = tools.iter().find(|t| t.name == "execute").unwrap();
+    let annotations = execute.annotations.as_ref().unwrap();
+    assert_eq!(annotations.destructive_hint, Some(true));
+    assert_eq!(annotations.read_only_hint, Some(false));
+    let size = serde_json::to_string(&json!({"tools": tools}))
+        .unwrap()
+        .len();
+    assert!(size < 6 * 1024, "tools/list is {size} bytes");
+
+    let read_only = app
+        .client(KEY, &[("x-polytomic-access-mode", "read-only")])
+        .await;
+    let tools = read_only.list_all_tools().await.unwrap();
+    let execute = tools.iter().find(|t| t.name == "execute").unwrap();
+    assert_eq!(
+        execute.annotations.as_ref().unwrap().read_only_hint,
+        Some(true)
+    );
+}
+
+#[tokio::test]
+async fn search_finds_who_am_i_and_returns_a_compact_recipe() {
+    let app = TestApp::spawn().await;
+    let client = app.client(KEY, &[]).await;
+    let result = call(
+        &client,
+        "search",
+        json!({"query": "who am I and which organization am I in"}),
+    )
+    .await;
+    assert_ne!(result.is_error, Some(true));
+    let structured = result.structured_content.clone().unwrap();
+    let results = structured["results"].as_array().unwrap();
+    let top3: Vec<String> = results
+        .iter()
+        .take(3)
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["method"].as_str().unwrap(),
+                r["path"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(top3.contains(&"GET /api/me".to_owned()), "{top3:?}");
+    for item in results {
+        assert!(
+            item["summary"].is_string()
+                && item["key_type"].is_string()
+                && item["parameters"].is_array()
+        );
+    }
+    assert!(text_of(&result).contains("GET /api/me"));
+
+    let detail = call(&client, "search", json!({"operation": "GET /api/syncs"})).await;
+    let recipe = &detail.structured_content.unwrap()["operation"];
+    assert_eq!(recipe["pagination"]["request"][0], "page_token");
+    assert_eq!(recipe["example"]["path"], "/api/syncs");
+
+    let empty = call(&client, "search", json!({"query": ""})).await;
+    assert_ne!(empty.is_error, Some(true));
+    assert!(
+        empty.structured_content.unwrap()["groups"]
+            .as_array()
+            .unwrap()
+            .len()
+            > 5
+    );
+}
+
+#[tokio::test]
+async fn execute_get_me_sends_the_key_and_version_and_returns_status_and_body() {
+    let app = TestApp::spawn().await;
+    let client = app.client(KEY, &[]).await;
+    let result = call(
+        &client,
+        "execute",
+        json!({"method": "GET", "path": "/api/me"}),
+    )
+    .await;
+    assert_ne!(result.is_error, Some(true), "{}", text_of(&result));
+    let structured = result.structured_content.clone().unwrap();
+    assert_eq!(structured["status"], 200);
+    assert_eq!(structured["body"]["data"]["email"], "ada@example.com");
+    assert_eq!(structured["context"]["access_mode"], "full-access");
+    assert_eq!(structured["context"]["api_version"], "2025-09-18");
+
+    let seen = app.upstream.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/api/me");
+    assert_eq!(
+        seen[0].headers["authorization"],
+        format!("Bearer {KEY}").as_str()
+    );
+    assert_eq!(seen[0].headers["x-polytomic-version"], "2025-09-18");
+}
+
+#[tokio::test]
+async fn read_only_session_refuses_delete_and_nothing_reaches_upstream() {
+    let app = TestApp::spawn().await;
+    let client = app
+        .client(KEY, &[("x-polytomic-access-mode", "read-only")])
+        .await;
+    for method in ["DELETE", "post", "Put", "PATCH"] {
+        let result = call(
+            &client,
+            "execute",
+            json!({"method": method, "path": "/api/syncs/abc"}),
+        )
+        .await;
+        assert_eq!(result.is_error, Some(true), "{method}");
+        assert!(
+            text_of(&result).contains("read-only"),
+            "{}",
+            text_of(&result)
+        );
+    }
+    assert!(
+        app.upstream.requests().is_empty(),
+        "nothing may reach Polytomic"
+    );
+    let ok = call(
+        &client,
+        "execute",
+        json!({"method": "GET", "path": "/api/syncs/abc"}),
+    )
+    .await;
+    assert_ne!(ok.is_error, Some(true));
+}
+
+#[tokio::test]
+async fn server_maximum_access_mode_caps_a_full_access_header() {
+    let app = TestApp::spawn_with(&["--max-access-mode", "read-only"]).await;
+    let client = app
+        .client(KEY, &[("x-polytomic-access-mode", "full-access")])
+        .await;
+    let result = call(
+        &client,
+        "execute",
+        json!({"method": "POST", "path": "/api/syncs/abc/executions", "body": {}}),
+    )
+    .await;
+    assert_eq!(result.is_error, Some(true));
+    assert!(app.upstream.requests().is_empty());
+    let tools = client.list_all_tools().await.unwrap();
+    let execute = tools.iter().find(|t| t.name == "execute").unwrap();
+    assert_eq!(
+        execute.annotations.as_ref().unwrap().read_only_hint,
+        Some(true)
+    );
+}
+
+#[tokio::test]
+async fn execute_refuses_paths_outside_the_index_and_sends_nothing() {
+    let app = TestApp::spawn().await;
+    let client = app.client(KEY, &[]).await;
+    let cases = [
+        ("/api/../admin", "`..`"),
+        ("/api/syncs/%2e%2e", "encoded"),
+        ("/api/syncs/a%2Fb/status", "encoded"),
+        ("/api//syncs", "empty path"),
+        ("https://evil.example/api/me", "without scheme"),
+        ("/api/me\r\nX-Evil: 1", "control"),
+        ("/api/me?x=1", "query"),
+        ("/admin", "/api/"),
+        ("/api/no/such/thing", "search"),
+    ];
+    for (path, expected) in cases {
+        let result = call(&client, "execute", json!({"method": "GET", "path": path})).await;
+        assert_eq!(result.is_error, Some(true), "{path}");
+        let text = text_of(&result);
+        assert!(text.contains(expected), "{path}: {text}");
+    }
+    let wrong_method = call(
+        &client,
+        "execute",
+        json!({"method": "DELETE", "path": "/api/me"}),
+    )
+    .await;
+    assert!(
+        text_of(&wrong_method).contains("supports GET"),
+        "{}",
+        text_of(&wrong_method)
+    );
+    let near = call(
+        &client,
+        "execute",
+        json!({"method": "GET", "path": "/api/syncs/abc/statuss"}),
+    )
+    .await;
+    assert!(
+        text_of(&near).contains("/api/syncs/{id}/status"),
+        "{}",
+        text_of(&near)
+    );
+    assert!(app.upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn execute_validates_query_parameters_before_sending() {
+    let app = TestApp::spawn().await;
+    let client = app.client(KEY, &[]).await;
+    let unknown = call(
+        &client,
+        "execute",
+        json!({"method": "GET", "path": "/api/syncs", "query": {"_method": "DELETE"}}),
+    )
+    .await;
+    assert_eq!(unknown.is_error, Some(true));
+    assert!(
+        text_of(&unknown).contains("allowed: "),
+        "{}",
+        text_of(&unknown)
+    );
+    let wrong_type = call(
+        &client,
+        "execute",
+        json!({"method": "GET", "path": "/api/syncs", "query": {"limit": "many"}}),
+    )
+    .await;
+    assert_eq!(wrong_type.is_error, Some(true));
+    assert!(text_of(&wrong_type).contains("integer"));
+    assert!(app.upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn upstream_errors_keep_polytomic_message_and_add_the_next_step() {
+    let app = TestApp::spawn().await;
+    let client = app.client(KEY, &[]).await;
+    let result = call(
+        &client,
+        "execute",
+        json!({"method": "GET", "path": "/api/syncs/missing"}),
+    )
+    .await;
+    assert_eq!(result.is_error, Some(true));
+    let text = text_of(&result);
+    assert!(
+        text.contains("sync not found") && text.contains("list call"),
+        "{text}"
+    );
+    assert_eq!(result.structured_content.unwrap()["status"], 404);
+
+    let partner = call(
+        &client,
+        "execute",
+        json!({"method": "GET", "path": "/api/organizations"}),
+    )
+    .await;
+    assert_eq!(partner.is_error, Some(true));
+    assert!(
+        text_of(&partner).contains("X-Polytomic-Auth-Mode: partner"),
+        "{}",
+        text_of(&partner)
+    );
+}
+
+#[tokio::test]
+async fn pagination_is_surfaced_as_a_next_hint_the_agent_can_pass_back() {
+    let app = TestApp::spawn().await;
+    let client = app.client(KEY, &[]).await;
+    let first = call(
+        &client,
+        "execute",
+        json!({"method": "GET", "path": "/api/syncs", "query": {"limit": 2}}),
+    )
+    .await;
+    let next = first.structured_content.unwrap()["next"].clone();
+    assert_eq!(next, json!({"query": {"page_token": "tok2"}}));
+    let second = call(
+        &client,
+        "execute",
+        json!({"method": "GET", "path": "/api/syncs", "query": next["query"]}),
+    )
+    .await;
+    let body = &second.structured_content.unwrap()["body"];
+    assert_eq!(body["data"][0]["id"], "s-3");
+}
+
+#[tokio::test]
+async fn post_carries_an_idempotency_key_and_dry_run_sends_nothing() {
+    let app = TestApp::spawn().await;
+    let client = app.client(KEY, &[]).await;
+    let dry = call(
+        &client,
+        "execute",
+        json!({"method": "POST", "path": "/api/syncs/s-1/executions", "body": {}, "dry_run": true}),
+    )
+    .await;
+    assert_ne!(dry.is_error, Some(true), "{}", text_of(&dry));
+    let request = dry.structured_content.unwrap()["request"].clone();
+    assert_eq!(request["headers"]["Authorization"], "Bearer ****");
+    assert!(!request.to_string().contains(KEY));
+    assert!(
+        request["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/api/syncs/s-1/executions")
+    );
+    assert!(app.upstream.requests().is_empty());
+
+    let sent = call(
+        &client,
+        "execute",
+        json!({"method": "POST", "path": "/api/syncs/s-1/executions", "body": {}}),
+    )
+    .await;
+    assert_eq!(sent.structured_content.unwrap()["status"], 201);
+    let seen = app.upstream.requests();
+    let key = seen[0].headers["idempotency-key"].to_str().unwrap();
+    assert!(
+        key.len() >= 8
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    );
+}
+
+#[tokio::test]
+async fn partner_mode_fills_the_organization_placeholder() {
+    let app = TestApp::spawn().await;
+    let client = app
+        .client(
+            KEY,
+            &[
+                ("x-polytomic-auth-mode", "partner"),
+                ("x-polytomic-partner-org-id", ORG_ID),
+            ],
+        )
+        .await;
+    let result = call(
+        &client,
+        "execute",
+        json!({"method": "GET", "path": "/api/organizations/{org_id}/users"}),
+    )
+    .await;
+    assert_ne!(result.is_error, Some(true), "{}", text_of(&result));
+    let structured = result.structured_content.unwrap();
+    assert_eq!(structured["context"]["auth_mode"], "partner");
+    assert_eq!(structured["context"]["organization_id"], ORG_ID);
+    assert_eq!(
+        app.upstream.requests()[0].path,
+        format!("/api/organizations/{ORG_ID}/users")
+    );
+}
+
+#[tokio::test]
+async fn bad_tool_arguments_are_tool_errors_that_say_what_is_allowed() {
+    let app = TestApp::spawn().await;
+    let client = app.client(KEY, &[]).await;
+    let result = call(&client, "execute", json!({"method": "GET"})).await;
+    assert_eq!(result.is_error, Some(true));
+    assert!(text_of(&result).contains("path"));
+    let result = call(&client, "search", json!({"query": "syncs", "limit": 500})).await;
+    assert_eq!(result.is_error, Some(true));
+    assert!(text_of(&result).contains("between 1 and 25"));
+    let result = call(
+        &client,
+        "submit_mcp_feedback",
+        json!({"category": "rant", "summary": "x"}),
+    )
+    .await;
+    assert_eq!(result.is_error, Some(true));
+    assert!(text_of(&result).contains("missing_capability"));
+    let result = call(
+        &client,
+        "submit_mcp_feedback",
+        json!({"category": "bug", "summary": "x".repeat(501)}),
+    )
+    .await;
+    assert!(text_of(&result).contains("limit is 500"));
+}
+
+// ---------------------------------------------------------------- feedback durability
+
+#[tokio::test]
+async fn feedback_is_stored_before_the_answer_and_survives_a_restart() {
+    let app = TestApp::spawn().await;
+    let client = app.client(KEY, &[]).await;
+    let result = call(
+        &client,
+        "submit_mcp_feedback",
+        json!({"category": "missing_capability", "summary": "cannot filter syncs by name", "details": "wanted ?name=", "operation": "GET /api/syncs"}),
+    )
+    .await;
+    assert_ne!(result.is_error, Some(true), "{}", text_of(&result));
+    let id = result.structured_content.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(id.starts_with("fb_"));
+    drop(client);
+    let (upstream, database_url, dir) = app.stop().await;
+
+    let app = TestApp::spawn_on(upstream, database_url.clone(), dir, &[]).await;
+    let store = polytomic_mcp::store::Store::connect(&database_url)
+        .await
+        .unwrap();
+    let record = store
+        .get_feedback(&id)
+        .await
+        .unwrap()
+        .expect("record survives restart");
+    assert_eq!(record.summary, "cannot filter syncs by name");
+    assert_eq!(record.category, "missing_capability");
+    assert_eq!(record.operation.as_deref(), Some("GET /api/syncs"));
+    assert!(record.principal.starts_with("key_") && !record.principal.contains(KEY));
+    assert_eq!(
+        store
+            .list_feedback(None, Some("missing_capability"), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    drop(app);
+}
+
+// ---------------------------------------------------------------- operations
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let app = TestApp::spawn().await;
+    let http = reqwest::Client::new();
+    let health = http
+        .get(format!("http://{}/healthz", app.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let ready: Value = http
+        .get(format!("http://{}/readyz", app.addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "ready");
+    assert!(ready["index_operations"].as_u64().unwrap() >= 128);
+
+    let client = app.client(KEY, &[]).await;
+    call(
+        &client,
+        "execute",
+        json!({"method": "GET", "path": "/api/me"}),
+    )
+    .await;
+    call(
+        &client,
+        "execute",
+        json!({"method": "GET", "path": "/nope"}),
+    )
+    .await;
+    let metrics = http
+        .get(format!("http://{}/metrics", app.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"polytomic_mcp_tool_calls_total{tool="execute",outcome="ok"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"polytomic_mcp_tool_calls_total{tool="execute",outcome="error"} 1"#)
+    );
+    assert!(metrics.contains("polytomic_mcp_upstream_request_duration_seconds_bucket"));
+    assert!(metrics.contains("polytomic_mcp_http_requests_total"));
+    assert!(!metrics.contains(KEY));
+    let unknown = http
+        .get(format!("http://{}/nope", app.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+}
