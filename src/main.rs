@@ -3,14 +3,18 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{CommandFactory, Parser};
 use polytomic_mcp::config::{Cli, Command};
 use polytomic_mcp::telemetry::init_tracing;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return configuration_error(error),
+    };
     init_tracing(cli.config.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => match serve(cli.config).await {
@@ -21,6 +25,40 @@ async fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// Prints a bad setting on one line naming the environment variable (most operators set variables, not
+/// flags), then exits; help and version requests print as usual.
+fn configuration_error(error: clap::Error) -> ExitCode {
+    if !matches!(error.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation) {
+        let _ = error.print();
+        return if error.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+    }
+    let flag = match error.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => arg.split_whitespace().next().unwrap_or_default().to_owned(),
+        _ => String::new(),
+    };
+    let value = match error.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(value)) => value.clone(),
+        _ => String::new(),
+    };
+    let command = Cli::command();
+    let env = command
+        .get_arguments()
+        .find(|arg| arg.get_long().is_some_and(|long| format!("--{long}") == flag))
+        .and_then(|arg| arg.get_env())
+        .map(|env| env.to_string_lossy().into_owned());
+    let message = error.to_string();
+    let first_line = message.lines().next().unwrap_or_default();
+    let reason = match error.get(ContextKind::ValidValue) {
+        Some(ContextValue::Strings(allowed)) => format!("allowed values: {}", allowed.join(", ")),
+        _ => first_line.rsplit(": ").next().unwrap_or(first_line).to_owned(),
+    };
+    match env {
+        Some(env) => eprintln!("polytomic-mcp: {env} (or {flag}) has an invalid value {value:?}: {reason}"),
+        None => eprintln!("polytomic-mcp: {flag} has an invalid value {value:?}: {reason}"),
+    }
+    ExitCode::from(2)
 }
 
 async fn serve(config: polytomic_mcp::config::Config) -> anyhow::Result<()> {

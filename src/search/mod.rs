@@ -192,6 +192,17 @@ fn passes(op: &Operation, filters: &Filters) -> bool {
     true
 }
 
+/// The description without its sentences about other operations: "use GET /api/syncs/{id}/status to see if
+/// it is running" describes the twin, and indexing it would pull queries about the twin here.
+fn own_sentences(description: &str) -> String {
+    description
+        .split_inclusive(['.', ';'])
+        .filter(|sentence| {
+            !["GET /", "POST /", "PUT /", "PATCH /", "DELETE /"].iter().any(|m| sentence.contains(m))
+        })
+        .collect()
+}
+
 fn field_tokens(op: &Operation) -> Vec<(Field, Vec<String>)> {
     let path_words: String = op
         .path
@@ -227,7 +238,7 @@ fn field_tokens(op: &Operation) -> Vec<(Field, Vec<String>)> {
         (Field::Summary, tokens(&summary)),
         (Field::Phrases, tokens(&op.phrases.join(" . "))),
         (Field::Tags, tokens(&tags)),
-        (Field::Description, tokens(&op.description)),
+        (Field::Description, tokens(&own_sentences(&op.description))),
         (Field::Params, tokens(&params)),
         (Field::Body, tokens(&body)),
     ]

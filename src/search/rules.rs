@@ -47,6 +47,9 @@ const SYNONYMS: &[(&str, &[&str])] = &[
     ("disable", &["activate", "active"]),
     ("deactivate", &["activate", "active"]),
     ("remove", &["delete"]),
+    ("tear", &["delete"]),
+    ("offboard", &["delete", "user"]),
+    ("decommission", &["delete"]),
     ("destroy", &["delete"]),
     ("drop", &["delete"]),
     ("erase", &["delete"]),
@@ -77,7 +80,9 @@ const SYNONYMS: &[(&str, &[&str])] = &[
     ("callback", &["webhook"]),
     ("notify", &["notification"]),
     ("alert", &["notification"]),
-    ("email", &["notification"]),
+    ("email", &["me"]),
+    ("profile", &["me"]),
+    ("account", &["me"]),
     ("table", &["schema"]),
     ("column", &["field", "schema"]),
     ("field", &["schema"]),
@@ -135,6 +140,9 @@ enum MethodIntent {
 #[derive(Debug, Default)]
 pub struct Intent {
     method: Option<MethodIntent>,
+    /// The first resource noun of the query (canonical form), e.g. `execution` for "kill run 42 of the sync".
+    object: Option<&'static str>,
+    wants_status: bool,
     wants_collection: bool,
     wants_item: bool,
     bulk: bool,
@@ -174,9 +182,10 @@ const UPDATE_WORDS: &[&str] = &[
     "reconfigure",
     "move",
 ];
-const DELETE_WORDS: &[&str] = &[
-    "delete", "remove", "destroy", "drop", "erase", "revoke", "purge",
-];
+const DELETE_WORDS: &[&str] =
+    &["delete", "remove", "destroy", "drop", "erase", "revoke", "purge", "tear", "offboard", "decommission"];
+/// Words that turn "make it run hourly instead" or "add a field to an existing sync" into an update.
+const UPDATE_MARKERS: &[&str] = &["instead", "existing", "switch", "toggle", "reconfigure"];
 const ACTION_WORDS: &[&str] = &[
     "start",
     "trigger",
@@ -200,6 +209,68 @@ const ACTION_WORDS: &[&str] = &[
     "rerun",
     "retry",
 ];
+/// Leading words of a question; with no other verb in the query they ask to read.
+const QUESTION_WORDS: &[&str] =
+    &["is", "are", "does", "did", "has", "have", "was", "were", "when", "what", "which", "who", "why", "how", "where"];
+/// Words asking about current state, which the `…/status` operations answer.
+const STATUS_WORDS: &[&str] = &[
+    "running", "status", "progress", "doing", "finished", "done", "complete", "completed", "state", "stuck", "healthy",
+];
+/// Resource nouns, as query words (raw or stemmed) and as path segments, mapped to one canonical object.
+const OBJECTS: &[(&str, &str)] = &[
+    ("sync", "sync"),
+    ("pipeline", "sync"),
+    ("execution", "execution"),
+    ("run", "execution"),
+    ("schema", "schema"),
+    ("table", "schema"),
+    ("stream", "schema"),
+    ("schedule", "schedule"),
+    ("model", "model"),
+    ("dataset", "model"),
+    ("connection", "connection"),
+    ("integration", "connection"),
+    ("warehouse", "connection"),
+    ("user", "user"),
+    ("member", "user"),
+    ("login", "user"),
+    ("key", "key"),
+    ("organization", "organization"),
+    ("org", "organization"),
+    ("tenant", "organization"),
+    ("policy", "policy"),
+    ("role", "role"),
+    ("event", "event"),
+    ("webhook", "webhook"),
+    ("field", "field"),
+    ("column", "field"),
+    ("consolelog", "log"),
+    ("log", "log"),
+    ("job", "job"),
+    ("entity", "entity"),
+    ("query", "query"),
+    ("me", "me"),
+];
+/// Path segments that name an action or an aspect rather than the resource acted on.
+const ACTION_SEGMENTS: &[&str] = &[
+    "cancel", "activate", "status", "refresh", "sample", "test", "start", "info", "parameter_values", "proxy",
+];
+
+fn canonical_object(word: &str) -> Option<&'static str> {
+    let stemmed = stem(word);
+    OBJECTS.iter().find(|(w, _)| *w == word || *w == stemmed).map(|(_, object)| *object)
+}
+
+/// The resource an operation acts on: its last path literal that is not an action.
+pub fn operation_object(op: &Operation) -> Option<&'static str> {
+    op.segments.iter().rev().find_map(|segment| match segment {
+        Segment::Literal(lit) if !ACTION_SEGMENTS.contains(&lit.as_str()) && lit != "api" => {
+            canonical_object(lit.trim_end_matches("_types"))
+        }
+        _ => None,
+    })
+}
+
 const COLLECTION_WORDS: &[&str] = &[
     "list",
     "all",
@@ -262,6 +333,11 @@ impl Intent {
                 None
             }
         });
+        let method = if has(UPDATE_MARKERS) { Some(MethodIntent::Update) } else { method };
+        let method = method.or_else(|| {
+            words.first().filter(|w| QUESTION_WORDS.contains(&w.as_str())).map(|_| MethodIntent::Read)
+        });
+        let object = words.iter().find_map(|w| canonical_object(w));
         let plural_noun = words.iter().any(|w| {
             w.len() > 4
                 && w.ends_with('s')
@@ -271,6 +347,8 @@ impl Intent {
         });
         Self {
             method,
+            object,
+            wants_status: has(STATUS_WORDS),
             wants_collection: has(COLLECTION_WORDS) || (plural_noun && !has(ITEM_WORDS)),
             wants_item: has(ITEM_WORDS),
             bulk: has(BULK_WORDS),
@@ -301,6 +379,14 @@ impl Intent {
             if self.wants_item && ends_in_param {
                 factor *= 1.1;
             }
+        }
+        if let Some(object) = self.object {
+            if operation_object(op) == Some(object) {
+                factor *= 1.35;
+            }
+        }
+        if self.wants_status && op.path.ends_with("/status") {
+            factor *= 1.25;
         }
         let is_bulk = op.path.contains("/bulk/");
         let is_model_sync = op.path.starts_with("/api/syncs");

@@ -143,10 +143,11 @@ def make_handler(proxy: Proxy):
                 self.wfile.write(msg)
                 return
 
-            sent_host = dict((n.lower(), v) for n, v in headers).get("host")
+            sent = dict((n.lower(), v) for n, v in headers)
+            sent_host, sent_origin = sent.get("host"), sent.get("origin")
             mcp_hdrs = {n: v for n, v in self.headers.items() if n.lower().startswith("mcp-")}
             proxy.note(
-                f"{self.command} {self.path} host={host_in!r}->{sent_host!r} origin={origin_in!r} "
+                f"{self.command} {self.path} host={host_in!r}->{sent_host!r} origin={origin_in!r}->{sent_origin!r} "
                 f"mcp_headers={mcp_hdrs} body={(body or b'')[:160]!r} -> {resp.status}"
             )
 

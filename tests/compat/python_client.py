@@ -71,8 +71,8 @@ def tool_text(result: Any) -> str:
     return "\n".join(parts)
 
 
-def check_no_auth(url: str) -> None:
-    """A request without Authorization must get 401 with a WWW-Authenticate: Bearer challenge."""
+def raw_initialize(url: str, extra_headers: dict[str, str]) -> tuple[int, Any]:
+    """POST a bare initialize with urllib; answer (HTTP status, response headers)."""
     body = json.dumps(
         {
             "jsonrpc": "2.0",
@@ -81,27 +81,35 @@ def check_no_auth(url: str) -> None:
             "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "compat", "version": "1"}},
         }
     ).encode()
-    req = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={"Content-Type": "application/json", "Accept": "application/json, text/event-stream"},
-    )
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream", **extra_headers}
+    req = urllib.request.Request(url, data=body, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
-            status, challenge = resp.status, resp.headers.get("WWW-Authenticate")
+            resp.read()
+            return resp.status, resp.headers
     except urllib.error.HTTPError as err:
-        status, challenge = err.code, err.headers.get("WWW-Authenticate")
+        err.read()
+        return err.code, err.headers
+
+
+def check_http_guards(url: str) -> None:
+    # No token: 401 with a Bearer challenge.
+    status, headers = raw_initialize(url, {})
+    challenge = headers.get("WWW-Authenticate")
     check(
         "no Authorization header: HTTP 401 with WWW-Authenticate: Bearer",
         status == 401 and (challenge or "").startswith("Bearer"),
         f"status={status}, WWW-Authenticate={challenge!r}",
     )
+    # A valid token and Host but a foreign Origin (a browser page elsewhere): refused. The
+    # conformance suite's dns-rebinding scenario only sends a bad Host and a bad Origin together.
+    status, _ = raw_initialize(url, {"Authorization": f"Bearer {KEY}", "Origin": "http://evil.example.com"})
+    check("foreign Origin with a valid Host and token: HTTP 403", status == 403, f"status={status}")
 
 
 async def run(url: str, mock: str) -> None:
     auth = {"Authorization": f"Bearer {KEY}"}
-    check_no_auth(url)
+    check_http_guards(url)
 
     # --- session 1: the initialize handshake (2025-11-25), full access ---------------------
     async with connect(url, auth, mode="legacy") as client:

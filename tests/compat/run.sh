@@ -29,6 +29,8 @@ SCENARIO_TIMEOUT_MS=30000
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
+bin="${1:-}"
+if [ -n "$bin" ] && [ -e "$bin" ]; then bin="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"; fi
 cd "$root" || exit 2
 
 start_time=$(date +%s)
@@ -49,7 +51,6 @@ die() {  # a set-up step failed: count it, report, stop
     finish
 }
 
-bin="${1:-}"
 if [ -z "$bin" ]; then
     if [ -x target/release/polytomic-mcp ]; then bin=target/release/polytomic-mcp; else bin=target/debug/polytomic-mcp; fi
 fi
@@ -165,7 +166,8 @@ if [ "$py_rc" -ne 0 ] && [ "$py_fail" -eq 0 ]; then fail "python client exited $
 if [ "$py_pass" -eq 0 ] && [ "$py_fail" -eq 0 ]; then fail "python client ran no check"; fi
 
 # ------------------------------------------------------------- conformance ---
-# scenario[@spec-version]; without a version the suite picks its default for the scenario.
+# scenario[@spec-version][+localhost]; without a version the suite picks its default for the
+# scenario; +localhost points the suite at http://localhost:PORT/mcp instead of 127.0.0.1.
 scenarios=(
     server-initialize
     server-initialize@2025-06-18
@@ -174,6 +176,7 @@ scenarios=(
     tools-list@2026-07-28
     dns-rebinding-protection
     dns-rebinding-protection@2026-07-28
+    dns-rebinding-protection+localhost
     server-stateless
     http-header-validation
     caching
@@ -181,15 +184,23 @@ scenarios=(
 echo "== conformance $CONFORMANCE_VERSION via $proxy_url"
 strip_ansi() { sed -e 's/\x1b\[[0-9;]*m//g'; }
 for entry in "${scenarios[@]}"; do
-    scenario="${entry%@*}"
-    args=(server --url "$proxy_url" --scenario "$scenario" --timeout "$SCENARIO_TIMEOUT_MS"
+    url="$proxy_url"
+    label_extra=""
+    spec="${entry%+localhost}"
+    if [ "$spec" != "$entry" ]; then
+        url="${proxy_url/127.0.0.1/localhost}"
+        label_extra=" (url $url)"
+    fi
+    scenario="${spec%@*}"
+    args=(server --url "$url" --scenario "$scenario" --timeout "$SCENARIO_TIMEOUT_MS"
         --expected-failures "$here/expected-failures.yml" -o "$tmp/conformance-results")
     label="$scenario"
-    if [ "$entry" != "$scenario" ]; then
-        args+=(--spec-version "${entry#*@}")
-        label="$scenario (spec ${entry#*@})"
+    if [ "$spec" != "$scenario" ]; then
+        args+=(--spec-version "${spec#*@}")
+        label="$scenario (spec ${spec#*@})"
     fi
-    out="$tmp/conformance-${entry//@/-at-}.txt"
+    label="$label$label_extra"
+    out="$tmp/conformance-${entry//[@+]/-}.txt"
     timeout 120 "$conformance" "${args[@]}" 2>&1 | strip_ansi >"$out"
     rc=${PIPESTATUS[0]}
     summary="$(grep -E '^(Passed: |SKIPPED)' "$out" | tail -1)"
@@ -201,8 +212,9 @@ for entry in "${scenarios[@]}"; do
     else
         fail "conformance $label (exit $rc): ${summary:-no result}"
         # the suite's own account of what failed
-        sed -n '/=== Failed Checks ===/,$p' "$out" | grep -E '^  - |^    Error:|^  [✗✓] ' | head -40 | sed 's/^/    /'
-        grep -E '^  [✗✓] |Stale|Unexpected' "$out" | head -20 | sed 's/^/    /'
+        sed -n '/=== Failed Checks ===/,$p' "$out" | grep -E '^  - |^    Error:' | head -40 | sed 's/^/    /'
+        grep -E '^  [✗✓] |^Stale baseline entries|^Unexpected failures \(' "$out" | head -20 | sed 's/^/    /'
+        if [ -z "$summary" ]; then tail -n 15 "$out" | sed 's/^/    /'; fi
     fi
 done
 
