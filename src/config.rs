@@ -62,7 +62,7 @@ pub struct Config {
     pub openapi: Option<String>,
 
     /// How often a URL given in `POLYTOMIC_MCP_OPENAPI` is fetched again, in seconds.
-    #[arg(long, env = "POLYTOMIC_MCP_OPENAPI_REFRESH_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(10..))]
+    #[arg(long, env = "POLYTOMIC_MCP_OPENAPI_REFRESH_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub openapi_refresh_secs: u64,
 
     /// `sqlite://…` (one node) or `postgres://…` (several replicas).

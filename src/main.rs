@@ -30,12 +30,21 @@ async fn main() -> ExitCode {
 /// Prints a bad setting on one line naming the environment variable (most operators set variables, not
 /// flags), then exits; help and version requests print as usual.
 fn configuration_error(error: clap::Error) -> ExitCode {
-    if !matches!(error.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation) {
+    if !matches!(
+        error.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
         let _ = error.print();
-        return if error.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        return if error.use_stderr() {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
     }
     let flag = match error.get(ContextKind::InvalidArg) {
-        Some(ContextValue::String(arg)) => arg.split_whitespace().next().unwrap_or_default().to_owned(),
+        Some(ContextValue::String(arg)) => {
+            arg.split_whitespace().next().unwrap_or_default().to_owned()
+        }
         _ => String::new(),
     };
     let value = match error.get(ContextKind::InvalidValue) {
@@ -45,17 +54,26 @@ fn configuration_error(error: clap::Error) -> ExitCode {
     let command = Cli::command();
     let env = command
         .get_arguments()
-        .find(|arg| arg.get_long().is_some_and(|long| format!("--{long}") == flag))
+        .find(|arg| {
+            arg.get_long()
+                .is_some_and(|long| format!("--{long}") == flag)
+        })
         .and_then(|arg| arg.get_env())
         .map(|env| env.to_string_lossy().into_owned());
     let message = error.to_string();
     let first_line = message.lines().next().unwrap_or_default();
     let reason = match error.get(ContextKind::ValidValue) {
         Some(ContextValue::Strings(allowed)) => format!("allowed values: {}", allowed.join(", ")),
-        _ => first_line.rsplit(": ").next().unwrap_or(first_line).to_owned(),
+        _ => first_line
+            .rsplit(": ")
+            .next()
+            .unwrap_or(first_line)
+            .to_owned(),
     };
     match env {
-        Some(env) => eprintln!("polytomic-mcp: {env} (or {flag}) has an invalid value {value:?}: {reason}"),
+        Some(env) => {
+            eprintln!("polytomic-mcp: {env} (or {flag}) has an invalid value {value:?}: {reason}")
+        }
         None => eprintln!("polytomic-mcp: {flag} has an invalid value {value:?}: {reason}"),
     }
     ExitCode::from(2)

@@ -684,3 +684,152 @@ async fn health_readiness_and_metrics() {
         .unwrap();
     assert_eq!(unknown.status(), 404);
 }
+
+// ---------------------------------------------------------------- token budgets
+
+/// Size of a tool result as the client receives it (text and structured content both count).
+fn result_bytes(result: &rmcp::model::CallToolResult) -> usize {
+    serde_json::to_string(result).unwrap().len()
+}
+
+#[tokio::test]
+async fn search_answers_fit_their_token_budgets() {
+    let app = TestApp::spawn().await;
+    let client = app.client(KEY, &[]).await;
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/search_dev.json"
+    ))
+    .unwrap();
+    let tasks: Vec<Value> = serde_json::from_str(&text).unwrap();
+    let mut largest_search = 0;
+    for task in &tasks {
+        let result = call(&client, "search", json!({"query": task["query"]})).await;
+        largest_search = largest_search.max(result_bytes(&result));
+    }
+    assert!(
+        largest_search < 6 * 1024,
+        "largest default search answer is {largest_search} bytes"
+    );
+
+    let catalog = polytomic_mcp::search::Catalog::build(
+        polytomic_mcp::openapi::index_text(polytomic_mcp::openapi::EMBEDDED_DOCUMENT, "embedded")
+            .unwrap(),
+    );
+    let mut largest_detail = (0, String::new());
+    for op in &catalog.index.operations {
+        let result = call(&client, "search", json!({"operation": op.key})).await;
+        assert_ne!(result.is_error, Some(true), "{}", op.key);
+        let size = result_bytes(&result);
+        if size > largest_detail.0 {
+            largest_detail = (size, op.key.clone());
+        }
+    }
+    assert!(
+        largest_detail.0 < 12 * 1024,
+        "detail for {} is {} bytes",
+        largest_detail.1,
+        largest_detail.0
+    );
+    println!(
+        "largest search answer {largest_search} B; largest detail {} B ({})",
+        largest_detail.0, largest_detail.1
+    );
+}
+
+// ---------------------------------------------------------------- the index source
+
+fn tiny_document(extra_path: &str) -> String {
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "tiny", "version": "1"},
+        "paths": {
+            "/api/me": {"get": {"summary": "Who the caller is", "responses": {"200": {"description": "ok"}}}},
+            extra_path: {"get": {"summary": format!("List {}", extra_path.trim_start_matches("/api/")), "responses": {"200": {"description": "ok"}}}}
+        }
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn a_url_index_is_refreshed_and_a_bad_refresh_keeps_the_old_one() {
+    use std::sync::{Arc, Mutex};
+    let document = Arc::new(Mutex::new(tiny_document("/api/gadgets")));
+    let served = document.clone();
+    let doc_app = axum::Router::new().route(
+        "/openapi.json",
+        axum::routing::get(move || {
+            let served = served.clone();
+            async move { served.lock().unwrap().clone() }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let doc_url = format!("http://{}/openapi.json", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, doc_app).await.unwrap() });
+
+    let app = TestApp::spawn_with(&["--openapi", &doc_url, "--openapi-refresh-secs", "1"]).await;
+    let client = app.client(KEY, &[]).await;
+    let paths = |result: rmcp::model::CallToolResult| -> Vec<String> {
+        result.structured_content.unwrap()["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["path"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(
+        paths(call(&client, "search", json!({"query": "gadgets"})).await)
+            .contains(&"/api/gadgets".to_owned())
+    );
+
+    *document.lock().unwrap() = tiny_document("/api/widgets");
+    let mut refreshed = false;
+    for _ in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if paths(call(&client, "search", json!({"query": "widgets"})).await)
+            .contains(&"/api/widgets".to_owned())
+        {
+            refreshed = true;
+            break;
+        }
+    }
+    assert!(refreshed, "the new document was indexed");
+
+    *document.lock().unwrap() = "{ this is not json".to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert!(
+        paths(call(&client, "search", json!({"query": "widgets"})).await)
+            .contains(&"/api/widgets".to_owned())
+    );
+    let ok = call(
+        &client,
+        "execute",
+        json!({"method": "GET", "path": "/api/widgets"}),
+    )
+    .await;
+    assert_ne!(ok.is_error, Some(true), "{}", text_of(&ok));
+}
+
+#[tokio::test]
+async fn a_bad_document_at_start_up_fails_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"openapi": "2.0", "paths": {}}"#).unwrap();
+    let db = format!("sqlite://{}/x.db", dir.path().display());
+    let config = <polytomic_mcp::config::Config as clap::Parser>::parse_from([
+        "polytomic-mcp",
+        "--openapi",
+        bad.to_str().unwrap(),
+        "--database-url",
+        &db,
+    ]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let error = polytomic_mcp::run(config, listener, tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("POLYTOMIC_MCP_OPENAPI") && message.contains("OpenAPI 3.x"),
+        "{message}"
+    );
+}

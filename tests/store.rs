@@ -30,11 +30,19 @@ fn record(id: &str, category: &str, at: i64) -> FeedbackRecord {
 
 async fn backends() -> Vec<(String, Store, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = Store::connect(&format!("sqlite://{}/store.db", dir.path().display())).await.unwrap();
+    let sqlite = Store::connect(&format!("sqlite://{}/store.db", dir.path().display()))
+        .await
+        .unwrap();
     let mut out = vec![("sqlite".to_owned(), sqlite, Some(dir))];
     match std::env::var("POLYTOMIC_MCP_TEST_POSTGRES_URL") {
-        Ok(url) => out.push(("postgres".to_owned(), Store::connect(&url).await.unwrap(), None)),
-        Err(_) => eprintln!("POLYTOMIC_MCP_TEST_POSTGRES_URL not set: PostgreSQL store tests skipped"),
+        Ok(url) => out.push((
+            "postgres".to_owned(),
+            Store::connect(&url).await.unwrap(),
+            None,
+        )),
+        Err(_) => {
+            eprintln!("POLYTOMIC_MCP_TEST_POSTGRES_URL not set: PostgreSQL store tests skipped")
+        }
     }
     out
 }
@@ -48,13 +56,31 @@ async fn feedback_round_trips_and_lists_newest_first_on_every_backend() {
         let b = record(&format!("fb_{run}_b"), "docs", now + 1);
         store.insert_feedback(&a).await.unwrap();
         store.insert_feedback(&b).await.unwrap();
-        assert_eq!(store.get_feedback(&a.id).await.unwrap().as_ref(), Some(&a), "{name}");
-        assert_eq!(store.get_feedback("fb_missing").await.unwrap(), None, "{name}");
+        assert_eq!(
+            store.get_feedback(&a.id).await.unwrap().as_ref(),
+            Some(&a),
+            "{name}"
+        );
+        assert_eq!(
+            store.get_feedback("fb_missing").await.unwrap(),
+            None,
+            "{name}"
+        );
         let listed = store.list_feedback(Some(now), None, 1000).await.unwrap();
-        let ours: Vec<&str> = listed.iter().filter(|r| r.id.contains(&run)).map(|r| r.id.as_str()).collect();
+        let ours: Vec<&str> = listed
+            .iter()
+            .filter(|r| r.id.contains(&run))
+            .map(|r| r.id.as_str())
+            .collect();
         assert_eq!(ours, [b.id.as_str(), a.id.as_str()], "{name}: newest first");
-        let bugs = store.list_feedback(Some(now), Some("bug"), 1000).await.unwrap();
-        assert!(bugs.iter().all(|r| r.category == "bug") && bugs.iter().any(|r| r.id == a.id), "{name}");
+        let bugs = store
+            .list_feedback(Some(now), Some("bug"), 1000)
+            .await
+            .unwrap();
+        assert!(
+            bugs.iter().all(|r| r.category == "bug") && bugs.iter().any(|r| r.id == a.id),
+            "{name}"
+        );
         // A duplicate id is refused, not overwritten.
         assert!(store.insert_feedback(&a).await.is_err(), "{name}");
         assert!(store.ping().await, "{name}");
@@ -78,5 +104,8 @@ async fn migrations_are_idempotent_across_reconnects() {
 #[tokio::test]
 async fn a_bad_database_url_names_the_variable() {
     let error = Store::connect("mysql://localhost/db").await.unwrap_err();
-    assert!(error.to_string().contains("POLYTOMIC_MCP_DATABASE_URL"), "{error}");
+    assert!(
+        error.to_string().contains("POLYTOMIC_MCP_DATABASE_URL"),
+        "{error}"
+    );
 }

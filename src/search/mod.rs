@@ -198,7 +198,9 @@ fn own_sentences(description: &str) -> String {
     description
         .split_inclusive(['.', ';'])
         .filter(|sentence| {
-            !["GET /", "POST /", "PUT /", "PATCH /", "DELETE /"].iter().any(|m| sentence.contains(m))
+            !["GET /", "POST /", "PUT /", "PATCH /", "DELETE /"]
+                .iter()
+                .any(|m| sentence.contains(m))
         })
         .collect()
 }

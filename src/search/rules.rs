@@ -182,8 +182,18 @@ const UPDATE_WORDS: &[&str] = &[
     "reconfigure",
     "move",
 ];
-const DELETE_WORDS: &[&str] =
-    &["delete", "remove", "destroy", "drop", "erase", "revoke", "purge", "tear", "offboard", "decommission"];
+const DELETE_WORDS: &[&str] = &[
+    "delete",
+    "remove",
+    "destroy",
+    "drop",
+    "erase",
+    "revoke",
+    "purge",
+    "tear",
+    "offboard",
+    "decommission",
+];
 /// Words that turn "make it run hourly instead" or "add a field to an existing sync" into an update.
 const UPDATE_MARKERS: &[&str] = &["instead", "existing", "switch", "toggle", "reconfigure"];
 const ACTION_WORDS: &[&str] = &[
@@ -210,11 +220,23 @@ const ACTION_WORDS: &[&str] = &[
     "retry",
 ];
 /// Leading words of a question; with no other verb in the query they ask to read.
-const QUESTION_WORDS: &[&str] =
-    &["is", "are", "does", "did", "has", "have", "was", "were", "when", "what", "which", "who", "why", "how", "where"];
+const QUESTION_WORDS: &[&str] = &[
+    "is", "are", "does", "did", "has", "have", "was", "were", "when", "what", "which", "who",
+    "why", "how", "where",
+];
 /// Words asking about current state, which the `…/status` operations answer.
 const STATUS_WORDS: &[&str] = &[
-    "running", "status", "progress", "doing", "finished", "done", "complete", "completed", "state", "stuck", "healthy",
+    "running",
+    "status",
+    "progress",
+    "doing",
+    "finished",
+    "done",
+    "complete",
+    "completed",
+    "state",
+    "stuck",
+    "healthy",
 ];
 /// Resource nouns, as query words (raw or stemmed) and as path segments, mapped to one canonical object.
 const OBJECTS: &[(&str, &str)] = &[
@@ -253,12 +275,24 @@ const OBJECTS: &[(&str, &str)] = &[
 ];
 /// Path segments that name an action or an aspect rather than the resource acted on.
 const ACTION_SEGMENTS: &[&str] = &[
-    "cancel", "activate", "status", "refresh", "sample", "test", "start", "info", "parameter_values", "proxy",
+    "cancel",
+    "activate",
+    "status",
+    "refresh",
+    "sample",
+    "test",
+    "start",
+    "info",
+    "parameter_values",
+    "proxy",
 ];
 
 fn canonical_object(word: &str) -> Option<&'static str> {
     let stemmed = stem(word);
-    OBJECTS.iter().find(|(w, _)| *w == word || *w == stemmed).map(|(_, object)| *object)
+    OBJECTS
+        .iter()
+        .find(|(w, _)| *w == word || *w == stemmed)
+        .map(|(_, object)| *object)
 }
 
 /// The resource an operation acts on: its last path literal that is not an action.
@@ -333,9 +367,16 @@ impl Intent {
                 None
             }
         });
-        let method = if has(UPDATE_MARKERS) { Some(MethodIntent::Update) } else { method };
+        let method = if has(UPDATE_MARKERS) {
+            Some(MethodIntent::Update)
+        } else {
+            method
+        };
         let method = method.or_else(|| {
-            words.first().filter(|w| QUESTION_WORDS.contains(&w.as_str())).map(|_| MethodIntent::Read)
+            words
+                .first()
+                .filter(|w| QUESTION_WORDS.contains(&w.as_str()))
+                .map(|_| MethodIntent::Read)
         });
         let object = words.iter().find_map(|w| canonical_object(w));
         let plural_noun = words.iter().any(|w| {

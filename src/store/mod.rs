@@ -88,14 +88,16 @@ impl Store {
                 .max_connections(8)
                 .acquire_timeout(Duration::from_secs(5))
                 .connect_with(options)
-                .await?;
+                .await
+                .map_err(|e| StoreError::Config(format!("cannot open the SQLite database: {e}")))?;
             Store::Sqlite(pool)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(5))
                 .connect(url)
-                .await?;
+                .await
+                .map_err(|e| StoreError::Config(format!("cannot connect to PostgreSQL: {e}")))?;
             Store::Postgres(pool)
         } else {
             return Err(StoreError::Config(

@@ -3,6 +3,11 @@
 
 Usage: python_client.py --url http://127.0.0.1:PORT/mcp --mock http://127.0.0.1:MOCKPORT
 
+Checks: no token -> 401 + Bearer challenge; foreign Origin -> 403; initialize (serverInfo.name);
+tools/list (exactly the three tools, each with inputSchema and outputSchema); search; execute GET
+/api/me (and what the mock upstream received); submit_mcp_feedback; a read-only session refusing
+a DELETE before it reaches upstream; and the SDK's default `auto` connect mode (server/discover).
+
 Every check prints one line `PASS <name>` or `FAIL <name>: <reason>`; the script exits 1 if any
 check failed. The mock upstream (mock_upstream.py) is asked what reached it via GET /__requests.
 """

@@ -1,0 +1,81 @@
+//! Search latency on the embedded index: one benchmark per query family, plus the whole development set.
+//! `cargo bench --bench search` reports the mean per query; the p50/p99 figures in the README come from
+//! `search_latency_percentiles`, which times each development query individually.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use polytomic_mcp::openapi::{EMBEDDED_DOCUMENT, index_text};
+use polytomic_mcp::search::{Catalog, Filters};
+
+fn dev_queries() -> Vec<String> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/search_dev.json"
+    ))
+    .unwrap();
+    let tasks: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    tasks
+        .iter()
+        .map(|t| t["query"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn bench_search(c: &mut Criterion) {
+    let catalog = Catalog::build(index_text(EMBEDDED_DOCUMENT, "embedded").unwrap());
+    let filters = Filters::default();
+    for query in [
+        "why did my last sync fail",
+        "trigger a run now",
+        "mint a key for a customer's user",
+        "who am I",
+    ] {
+        c.bench_function(&format!("search/{query}"), |b| {
+            b.iter(|| black_box(catalog.search(black_box(query), &filters, 5)))
+        });
+    }
+    let queries = dev_queries();
+    c.bench_function("search/dev-set (all queries)", |b| {
+        b.iter(|| {
+            for q in &queries {
+                black_box(catalog.search(q, &filters, 5));
+            }
+        })
+    });
+    c.bench_function("index/build embedded catalog", |b| {
+        b.iter(|| {
+            black_box(Catalog::build(
+                index_text(EMBEDDED_DOCUMENT, "embedded").unwrap(),
+            ))
+        })
+    });
+    percentiles(&catalog, &queries);
+}
+
+/// Times every development query 200 times and prints p50 / p99 over all individual runs.
+fn percentiles(catalog: &Catalog, queries: &[String]) {
+    let filters = Filters::default();
+    let mut samples = Vec::with_capacity(queries.len() * 200);
+    for _ in 0..200 {
+        for q in queries {
+            let start = Instant::now();
+            black_box(catalog.search(q, &filters, 5));
+            samples.push(start.elapsed().as_nanos() as u64);
+        }
+    }
+    samples.sort_unstable();
+    let pick = |p: f64| samples[((samples.len() as f64 - 1.0) * p) as usize] as f64 / 1000.0;
+    println!(
+        "search_latency_percentiles: {} samples  p50 {:.1} µs  p99 {:.1} µs  max {:.1} µs",
+        samples.len(),
+        pick(0.50),
+        pick(0.99),
+        pick(1.0)
+    );
+}
+
+criterion_group!(benches, bench_search);
+criterion_main!(benches);
