@@ -421,10 +421,10 @@ impl Intent {
                 factor *= 1.1;
             }
         }
-        if let Some(object) = self.object {
-            if operation_object(op) == Some(object) {
-                factor *= 1.35;
-            }
+        if let Some(object) = self.object
+            && operation_object(op) == Some(object)
+        {
+            factor *= 1.35;
         }
         if self.wants_status && op.path.ends_with("/status") {
             factor *= 1.25;
