@@ -29,6 +29,33 @@ pub struct Cli {
 pub enum Command {
     /// Serve MCP over HTTP (the default when no command is given).
     Serve,
+    /// Read the feedback agents submitted (from the configured store).
+    Feedback {
+        #[command(subcommand)]
+        action: FeedbackCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FeedbackCommand {
+    /// List feedback, newest first.
+    List {
+        /// Only records since then: a span (24h, 7d), a date (2026-11-01) or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this category (bug, missing_capability, friction, docs, other).
+        #[arg(long)]
+        category: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: crate::feedback::OutputFormat,
+        /// Most records to print.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
+        limit: i64,
+    },
+    /// Print one record in full, as JSON.
+    Show { id: String },
+    /// List records whose webhook delivery kept failing.
+    DeadLetters,
 }
 
 #[derive(Debug, Clone, Parser)]
@@ -78,9 +105,9 @@ pub struct Config {
     pub max_access_mode: AccessMode,
 
     /// Upstream OAuth authorize endpoint (OAuth is on when authorize URL, token URL and client id are set).
-    #[arg(long, env = "POLYTOMIC_OAUTH_AUTHORIZE_URL")]
+    #[arg(long, env = "POLYTOMIC_OAUTH_AUTHORIZE_URL", value_parser = parse_base_url)]
     pub oauth_authorize_url: Option<Url>,
-    #[arg(long, env = "POLYTOMIC_OAUTH_TOKEN_URL")]
+    #[arg(long, env = "POLYTOMIC_OAUTH_TOKEN_URL", value_parser = parse_base_url)]
     pub oauth_token_url: Option<Url>,
     #[arg(long, env = "POLYTOMIC_OAUTH_CLIENT_ID")]
     pub oauth_client_id: Option<String>,
@@ -93,9 +120,41 @@ pub struct Config {
     #[arg(long, env = "POLYTOMIC_MCP_SIGNING_KEY", hide_env_values = true)]
     pub signing_key: Option<Secret>,
 
+    /// Lifetime of the OAuth access tokens this server issues, in seconds (refresh tokens last 30 days).
+    #[arg(long, env = "POLYTOMIC_MCP_OAUTH_ACCESS_TOKEN_TTL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub oauth_access_token_ttl_secs: u64,
+
+    /// Development and tests only: accept `http://` loopback URLs as OAuth client metadata documents.
+    #[arg(
+        long,
+        env = "POLYTOMIC_MCP_OAUTH_CIMD_ALLOW_HTTP_LOOPBACK",
+        hide = true
+    )]
+    pub oauth_cimd_allow_http_loopback: bool,
+
     /// `text` (default, for people) or `json` (for log pipelines).
     #[arg(long, env = "POLYTOMIC_MCP_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Each feedback record is POSTed here as JSON (retried, then dead-lettered); may carry a token, so hidden.
+    #[arg(
+        long,
+        env = "POLYTOMIC_MCP_FEEDBACK_WEBHOOK_URL",
+        hide_env_values = true
+    )]
+    pub feedback_webhook_url: Option<Secret>,
+
+    /// Delivery attempts before a record moves to the dead letters.
+    #[arg(long, env = "POLYTOMIC_MCP_FEEDBACK_WEBHOOK_MAX_ATTEMPTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub feedback_webhook_max_attempts: u32,
+
+    /// First retry delay in milliseconds; doubles on each failure (capped at an hour).
+    #[arg(long, env = "POLYTOMIC_MCP_FEEDBACK_WEBHOOK_RETRY_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub feedback_webhook_retry_ms: u64,
+
+    /// Feedback records one principal may store per hour (shared by every replica through the store).
+    #[arg(long, env = "POLYTOMIC_MCP_FEEDBACK_PER_HOUR", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub feedback_per_hour: u32,
 
     /// Largest accepted request body on `/mcp`, in bytes.
     #[arg(long, env = "POLYTOMIC_MCP_MAX_REQUEST_BYTES", default_value_t = 1_048_576, value_parser = clap::value_parser!(u64).range(1024..=67_108_864))]
@@ -106,7 +165,7 @@ pub struct Config {
     pub upstream_connect_timeout_ms: u64,
 
     /// Total timeout for one Polytomic API call (all retries included), in milliseconds.
-    #[arg(long, env = "POLYTOMIC_MCP_UPSTREAM_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    #[arg(long, env = "POLYTOMIC_MCP_UPSTREAM_TIMEOUT_MS", default_value_t = 25_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub upstream_timeout_ms: u64,
 
     /// Largest upstream response body read, in bytes; larger answers are refused with advice to narrow the call.
@@ -114,7 +173,7 @@ pub struct Config {
     pub max_upstream_response_bytes: u64,
 
     /// Largest `execute` result handed to the agent, in characters of JSON (Claude Code caps tool results at ~25k tokens).
-    #[arg(long, env = "POLYTOMIC_MCP_RESULT_MAX_CHARS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1_000..=1_000_000))]
+    #[arg(long, env = "POLYTOMIC_MCP_RESULT_MAX_CHARS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1_000..=1_000_000))]
     pub result_max_chars: u64,
 }
 
@@ -161,6 +220,14 @@ impl Config {
         ];
         if oauth_parts.iter().any(|set| *set) && !oauth_parts.iter().all(|set| *set) {
             return Err("POLYTOMIC_OAUTH_AUTHORIZE_URL, POLYTOMIC_OAUTH_TOKEN_URL and POLYTOMIC_OAUTH_CLIENT_ID must be set together (OAuth is on only when all three are set)".into());
+        }
+        if let Some(key) = &self.signing_key
+            && key.expose().len() < crate::oauth::keys::MIN_SIGNING_KEY_LEN
+        {
+            return Err(format!(
+                "POLYTOMIC_MCP_SIGNING_KEY must be at least {} characters (e.g. `openssl rand -base64 48`)",
+                crate::oauth::keys::MIN_SIGNING_KEY_LEN
+            ));
         }
         Ok(())
     }

@@ -22,6 +22,13 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     Unavailable(String),
+    /// An OAuth endpoint error, rendered as RFC 6749 §5.2 JSON (`error`, `error_description`).
+    #[error("{error}: {description}")]
+    OAuth {
+        status: StatusCode,
+        error: &'static str,
+        description: String,
+    },
 }
 
 impl IntoResponse for ApiError {
@@ -47,6 +54,21 @@ impl IntoResponse for ApiError {
                 .into_response(),
             ApiError::Forbidden(message) => {
                 (StatusCode::FORBIDDEN, Json(json!({"error": "forbidden", "message": message}))).into_response()
+            }
+            ApiError::OAuth { status, error, description } => {
+                let mut response = (
+                    status,
+                    [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")],
+                    Json(json!({"error": error, "error_description": description})),
+                )
+                    .into_response();
+                if status == StatusCode::UNAUTHORIZED {
+                    // RFC 6749 §5.2: a failed client authentication names the scheme it expects.
+                    response
+                        .headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"polytomic-mcp\""));
+                }
+                response
             }
             ApiError::Unavailable(message) => {
                 (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "unavailable", "message": message})))

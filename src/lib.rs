@@ -6,8 +6,10 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod feedback;
 pub mod http;
 pub mod mcp;
+pub mod oauth;
 pub mod openapi;
 pub mod search;
 pub mod secret;
@@ -37,6 +39,8 @@ pub enum StartError {
     Index(#[from] LoadError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("OAuth set-up failed: {0}")]
+    OAuth(#[from] oauth::OAuthError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     #[error("server error: {0}")]
@@ -47,6 +51,7 @@ pub enum StartError {
 /// it once per process before any client is built. A second call is a no-op.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    oauth::install_jwt_provider();
 }
 
 /// Builds the shared state: HTTP client, index, store.
@@ -60,9 +65,26 @@ pub async fn build_state(config: Config, bound_port: u16) -> Result<AppState, St
     let source = IndexSource::from_setting(config.openapi.as_deref());
     let index = load_index(&source, upstream.http()).await?;
     let store = Store::connect(&config.database_url).await?;
+    let oauth =
+        oauth::OAuth::from_config(&config, &public_url, &store, upstream.http().clone()).await?;
     let allowed_hosts = auth::allowed_hosts(&public_url);
     let allowed_origins = auth::allowed_origins(&public_url, &config.allowed_origins);
     let mcp_url = format!("{}/mcp", public_url.as_str().trim_end_matches('/'));
+    let webhook = match &config.feedback_webhook_url {
+        None => None,
+        Some(url) => Some(feedback::WebhookConfig {
+            url: url::Url::parse(url.expose())
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .ok_or_else(|| {
+                    StartError::Config(
+                        "POLYTOMIC_MCP_FEEDBACK_WEBHOOK_URL: expected an http(s) URL".into(),
+                    )
+                })?,
+            max_attempts: i64::from(config.feedback_webhook_max_attempts),
+            retry_base: Duration::from_millis(config.feedback_webhook_retry_ms),
+        }),
+    };
     tracing::info!(
         operations = index.operations.len(),
         source = %source.describe(),
@@ -81,6 +103,9 @@ pub async fn build_state(config: Config, bound_port: u16) -> Result<AppState, St
         started: Instant::now(),
         allowed_hosts,
         allowed_origins,
+        recent_calls: feedback::RecentCalls::default(),
+        webhook,
+        oauth,
     })))
 }
 
@@ -100,6 +125,14 @@ pub async fn run(
         state.upstream.http().clone(),
         shutdown.clone(),
     );
+    if let Some(webhook) = state.webhook.clone() {
+        feedback::spawn_webhook_worker(
+            state.store.clone(),
+            state.upstream.http().clone(),
+            webhook,
+            shutdown.clone(),
+        );
+    }
     let app = http::router(state.clone(), shutdown.clone());
     tracing::info!(%address, mcp = %state.mcp_url, "listening");
     let drain = shutdown.clone();

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, Parser};
-use polytomic_mcp::config::{Cli, Command};
+use polytomic_mcp::config::{Cli, Command, FeedbackCommand};
 use polytomic_mcp::telemetry::init_tracing;
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +24,68 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Feedback { action } => match feedback(&cli.config, action).await {
+            Ok(code) => code,
+            Err(error) => {
+                eprintln!("polytomic-mcp: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+/// `polytomic-mcp feedback …`: operators read what agents reported, straight from the store.
+async fn feedback(
+    config: &polytomic_mcp::config::Config,
+    action: FeedbackCommand,
+) -> anyhow::Result<ExitCode> {
+    use polytomic_mcp::feedback::{parse_since, render, render_one};
+    use std::io::Write as _;
+    let store = polytomic_mcp::store::Store::connect(&config.database_url).await?;
+    let mut out = std::io::stdout().lock();
+    match action {
+        FeedbackCommand::List {
+            since,
+            category,
+            format,
+            limit,
+        } => {
+            let now = chrono::Utc::now().timestamp_millis();
+            let since = since
+                .as_deref()
+                .map(|s| parse_since(s, now))
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            if let Some(category) = &category {
+                let known = polytomic_mcp::mcp::FEEDBACK_CATEGORIES;
+                if !known.contains(&category.as_str()) {
+                    anyhow::bail!(
+                        "--category {category:?} is not one of: {}",
+                        known.join(", ")
+                    );
+                }
+            }
+            let records = store
+                .list_feedback(since, category.as_deref(), limit)
+                .await?;
+            out.write_all(render(&records, format).as_bytes())?;
+        }
+        FeedbackCommand::Show { id } => match store.get_feedback(&id).await? {
+            Some(record) => out.write_all(render_one(&record).as_bytes())?,
+            None => {
+                eprintln!(
+                    "polytomic-mcp: no feedback record {id:?}; `polytomic-mcp feedback list` shows the ids"
+                );
+                return Ok(ExitCode::from(1));
+            }
+        },
+        FeedbackCommand::DeadLetters => {
+            let dead = store.dead_letters().await?;
+            out.write_all((serde_json::to_string_pretty(&dead)? + "\n").as_bytes())?;
+        }
+    }
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints a bad setting on one line naming the environment variable (most operators set variables, not

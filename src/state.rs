@@ -27,6 +27,12 @@ pub struct App {
     pub allowed_hosts: Vec<String>,
     /// `Origin` values accepted from browsers (serialised origins, lower case).
     pub allowed_origins: Vec<String>,
+    /// Each principal's last few tool calls, attached to its feedback.
+    pub recent_calls: crate::feedback::RecentCalls,
+    /// Where feedback records are delivered, when configured.
+    pub webhook: Option<crate::feedback::WebhookConfig>,
+    /// The OAuth authorization server; `None` when OAuth is off.
+    pub oauth: Option<crate::oauth::OAuth>,
 }
 
 #[derive(Debug, Clone)]

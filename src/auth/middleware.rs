@@ -25,7 +25,11 @@ pub async fn require_principal(
             state.metrics.auth_failure(reason);
             return ApiError::Unauthorized {
                 message,
-                realm_hint: None,
+                // With OAuth on, the challenge points clients at the protected resource metadata (RFC 9728).
+                realm_hint: state
+                    .oauth
+                    .as_ref()
+                    .map(|oauth| crate::oauth::resource::challenge(oauth, None)),
             }
             .into_response();
         }
@@ -37,6 +41,27 @@ pub async fn require_principal(
             return ApiError::BadHeader(error).into_response();
         }
     };
+    if token
+        .expose()
+        .starts_with(crate::oauth::ACCESS_TOKEN_PREFIX)
+    {
+        // One of our own tokens: checked here and never passed upstream.
+        let Some(oauth) = state.oauth.as_ref() else {
+            state.metrics.auth_failure("invalid_token");
+            return ApiError::Unauthorized {
+                message: "OAuth is not enabled on this server; send a Polytomic API key".into(),
+                realm_hint: None,
+            }
+            .into_response();
+        };
+        return match crate::oauth::resource::authenticate(&state, oauth, &token, modes).await {
+            Ok(principal) => {
+                request.extensions_mut().insert(principal);
+                next.run(request).await
+            }
+            Err(error) => error.into_response(),
+        };
+    }
     let fingerprint = token.fingerprint();
     let principal = Principal {
         credential: Credential::ApiKey(token),

@@ -5,7 +5,7 @@ mod middleware;
 mod modes;
 
 pub use middleware::{allowed_hosts, allowed_origins, check_host_and_origin, require_principal};
-pub use modes::{AccessMode, AuthMode, HeaderError, parse_modes};
+pub use modes::{AccessMode, AuthMode, HeaderError, Modes, parse_modes};
 
 use crate::secret::Secret;
 
@@ -14,6 +14,13 @@ use crate::secret::Secret;
 pub enum Credential {
     /// A Polytomic API key, sent on as the bearer token.
     ApiKey(Secret),
+    /// An OAuth session: the client holds our token; upstream gets the session's Polytomic token, which the
+    /// middleware decrypted (and refreshed if it was about to expire) for this request.
+    OAuth {
+        session_id: String,
+        user_id: String,
+        upstream: Secret,
+    },
 }
 
 /// An authenticated caller with its effective modes, inserted into request extensions by the middleware.
@@ -34,6 +41,7 @@ impl Principal {
     pub fn upstream_bearer(&self) -> &Secret {
         match &self.credential {
             Credential::ApiKey(key) => key,
+            Credential::OAuth { upstream, .. } => upstream,
         }
     }
 }

@@ -49,18 +49,31 @@ pub fn router(state: AppState, shutdown: CancellationToken) -> Router {
         .layer(from_fn_with_state(state.clone(), require_principal))
         .layer(from_fn_with_state(state.clone(), check_host_and_origin));
 
-    let public = Router::new()
+    let mut public = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
+    // The OAuth routes exist only when OAuth is on; otherwise the fallback answers 404 on every one of them,
+    // which keeps clients from caching a bogus authorization server.
+    if state.oauth.is_some() {
+        public = public.merge(crate::oauth::routes());
+    }
 
     let cors = CorsLayer::new()
-        .allow_origin(AllowOrigin::list(
-            state
+        .allow_origin({
+            // Discovery, registration, token and revocation take no cookies, so any origin may call them
+            // (browser-based MCP clients do); everything else only from the allowed origins.
+            let allowed: Vec<HeaderValue> = state
                 .allowed_origins
                 .iter()
-                .filter_map(|o| HeaderValue::from_str(o).ok()),
-        ))
+                .filter_map(|o| HeaderValue::from_str(o).ok())
+                .collect();
+            let oauth_on = state.oauth.is_some();
+            AllowOrigin::predicate(move |origin: &HeaderValue, parts: &http::request::Parts| {
+                allowed.contains(origin)
+                    || (oauth_on && crate::oauth::is_cors_open_path(parts.uri.path()))
+            })
+        })
         .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
         .allow_headers([
             header::AUTHORIZATION,
@@ -109,6 +122,12 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
         Some("/healthz") => "/healthz",
         Some("/readyz") => "/readyz",
         Some("/metrics") => "/metrics",
+        Some(path) if path.starts_with("/.well-known/") => "/.well-known",
+        Some("/authorize") => "/authorize",
+        Some("/oauth/callback") => "/oauth/callback",
+        Some("/token") => "/token",
+        Some("/revoke") => "/revoke",
+        Some(path) if path.starts_with("/register") => "/register",
         _ => "other",
     };
     let response = next.run(request).await;
@@ -156,12 +175,18 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-async fn not_found(request: Request) -> impl IntoResponse {
+async fn not_found(request: Request) -> Response {
     let _ = request;
+    not_found_response()
+}
+
+/// The 404 every unknown path gets (and the OAuth paths when OAuth is off).
+pub fn not_found_response() -> Response {
     (
         StatusCode::NOT_FOUND,
         axum::Json(
             json!({"error": "not_found", "message": "no such route; the MCP endpoint is /mcp"}),
         ),
     )
+        .into_response()
 }

@@ -18,6 +18,7 @@ use crate::auth::{AccessMode, Principal};
 use crate::state::AppState;
 
 pub use tools::TOOL_NAMES;
+pub use tools::feedback::CATEGORIES as FEEDBACK_CATEGORIES;
 
 const INSTRUCTIONS: &str = "Gateway to the Polytomic API (syncs, bulk syncs, models, connections, users, \
 organizations, events...). Work in two steps. 1) `search` with the task in plain words; each result gives the \
@@ -100,12 +101,31 @@ impl ServerHandler for PolytomicMcp {
             .and_then(|p| p.headers.get("x-request-id"))
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let client = context.peer.peer_info().map(|info| {
-            (
-                info.client_info.name.clone(),
-                info.client_info.version.clone(),
-            )
-        });
+        // In stateless mode rmcp stands in an "rmcp" client for requests after initialize; fall back to the
+        // User-Agent header, which Claude Code and Codex set to their name and version.
+        let client = context
+            .peer
+            .peer_info()
+            .map(|info| {
+                (
+                    info.client_info.name.clone(),
+                    info.client_info.version.clone(),
+                )
+            })
+            .filter(|(name, _)| name != "rmcp")
+            .or_else(|| {
+                let agent = parts?
+                    .headers
+                    .get(http::header::USER_AGENT)?
+                    .to_str()
+                    .ok()?;
+                let first = agent.split_whitespace().next()?;
+                let (name, version) = first.split_once('/').unwrap_or((first, ""));
+                Some((
+                    name.chars().take(100).collect(),
+                    version.chars().take(50).collect(),
+                ))
+            });
         let call = CallContext {
             state: &self.state,
             principal,
@@ -143,7 +163,41 @@ impl ServerHandler for PolytomicMcp {
             "ok"
         };
         self.state.metrics.tool_call(tool, outcome);
+        self.remember(principal, tool, outcome, &result);
         Ok(result.into())
+    }
+}
+
+impl PolytomicMcp {
+    /// Keeps a short summary of the call for the principal's next feedback record.
+    fn remember(&self, principal: &Principal, tool: &str, outcome: &str, result: &CallToolResult) {
+        if tool == tools::feedback::NAME {
+            return;
+        }
+        let structured = result.structured_content.as_ref();
+        let field = |name: &str| structured.and_then(|s| s.get(name));
+        let call = crate::feedback::CallSummary {
+            id: format!("call_{}", uuid::Uuid::now_v7().simple()),
+            at_ms: chrono::Utc::now().timestamp_millis(),
+            tool: tool.to_owned(),
+            operation: field("operation")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            status: field("status")
+                .and_then(Value::as_u64)
+                .and_then(|s| u16::try_from(s).ok())
+                .filter(|s| *s > 0),
+            outcome: outcome.to_owned(),
+            error_key: field("refused")
+                .and_then(Value::as_str)
+                .or_else(|| {
+                    field("body")
+                        .and_then(|b| b.get("key"))
+                        .and_then(Value::as_str)
+                })
+                .map(str::to_owned),
+        };
+        self.state.recent_calls.record(&principal.fingerprint, call);
     }
 }
 

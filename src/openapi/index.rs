@@ -2,6 +2,7 @@
 //! once at load time so that requests never walk the raw document.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -112,6 +113,8 @@ pub struct Operation {
     pub body_fields_omitted: usize,
     /// The resolved request-body schema, for validation.
     pub body_schema: Option<Value>,
+    /// The body schema compiled on first use; `None` inside when it does not compile.
+    body_validator: Arc<OnceLock<Option<jsonschema::Validator>>>,
     /// Top-level shape of the success response, e.g. `data: array<object>`.
     pub response_fields: Vec<String>,
     pub key_type: KeyType,
@@ -122,6 +125,21 @@ pub struct Operation {
 impl Operation {
     pub fn is_read_only(&self) -> bool {
         matches!(self.method.as_str(), "GET" | "HEAD")
+    }
+
+    /// The compiled body validator, built once per operation and shared by every request.
+    pub fn body_validator(&self) -> Option<&jsonschema::Validator> {
+        let schema = self.body_schema.as_ref()?;
+        self.body_validator
+            .get_or_init(|| {
+                jsonschema::options()
+                    .with_draft(jsonschema::Draft::Draft202012)
+                    .should_validate_formats(false)
+                    .build(schema)
+                    .map_err(|error| tracing::warn!(operation = %self.key, %error, "body schema does not compile; only required fields are checked"))
+                    .ok()
+            })
+            .as_ref()
     }
 
     pub fn path_params(&self) -> impl Iterator<Item = &Param> {
@@ -463,7 +481,7 @@ fn build_operation(
     let mut body_fields = Vec::new();
     let mut omitted = 0;
     if let Some(schema) = &body_schema {
-        flatten_fields(schema, "", true, 0, &mut body_fields, &mut omitted);
+        flatten_fields(schema, &mut body_fields, &mut omitted);
     }
 
     let success = success_response_schema(doc, op)?;
@@ -536,6 +554,7 @@ fn build_operation(
         body_fields,
         body_fields_omitted: omitted,
         body_schema,
+        body_validator: Arc::new(OnceLock::new()),
         response_fields,
         key_type,
         pagination,
@@ -568,50 +587,43 @@ fn enum_values(schema: &Value) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-fn flatten_fields(
-    schema: &Value,
-    prefix: &str,
-    parent_required: bool,
-    depth: usize,
-    out: &mut Vec<BodyField>,
-    omitted: &mut usize,
-) {
-    let required = schema::required(schema);
-    for (name, prop) in schema::properties(schema) {
-        if out.len() >= MAX_FIELDS {
-            *omitted += 1;
-            continue;
-        }
-        let full = if prefix.is_empty() {
-            name.clone()
-        } else {
-            format!("{prefix}.{name}")
-        };
-        let is_required = parent_required && required.contains(&name.as_str());
-        out.push(BodyField {
-            name: full.clone(),
-            ty: describe_type(prop),
-            required: is_required,
-            enum_values: enum_values(prop),
-        });
-        if depth + 1 >= MAX_FIELD_DEPTH {
-            continue;
-        }
-        if schema::is_object(prop) {
-            flatten_fields(prop, &full, is_required, depth + 1, out, omitted);
-        } else if let Some(item) = schema::item_schema(prop)
-            && schema::is_object(item)
-        {
-            flatten_fields(
-                item,
-                &format!("{full}[]"),
-                is_required,
-                depth + 1,
-                out,
-                omitted,
-            );
+/// Lists body fields breadth-first, so every top-level field is kept even when nested ones hit the cap,
+/// then sorts them by name so that nested fields follow their parent.
+fn flatten_fields(schema: &Value, out: &mut Vec<BodyField>, omitted: &mut usize) {
+    let mut queue: std::collections::VecDeque<(&Value, String, bool, usize)> =
+        std::collections::VecDeque::from([(schema, String::new(), true, 0)]);
+    while let Some((schema, prefix, parent_required, depth)) = queue.pop_front() {
+        let required = schema::required(schema);
+        for (name, prop) in schema::properties(schema) {
+            if out.len() >= MAX_FIELDS {
+                *omitted += 1;
+                continue;
+            }
+            let full = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}.{name}")
+            };
+            let is_required = parent_required && required.contains(&name.as_str());
+            out.push(BodyField {
+                name: full.clone(),
+                ty: describe_type(prop),
+                required: is_required,
+                enum_values: enum_values(prop),
+            });
+            if depth + 1 >= MAX_FIELD_DEPTH {
+                continue;
+            }
+            if schema::is_object(prop) {
+                queue.push_back((prop, full, is_required, depth + 1));
+            } else if let Some(item) = schema::item_schema(prop)
+                && schema::is_object(item)
+            {
+                queue.push_back((item, format!("{full}[]"), is_required, depth + 1));
+            }
         }
     }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
 }
 
 fn success_response_schema(doc: &Value, op: &Value) -> Result<Option<Value>, String> {

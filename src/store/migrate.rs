@@ -9,11 +9,23 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sqlite: include_str!("../../migrations/sqlite/0001_feedback.sql"),
-    postgres: include_str!("../../migrations/postgres/0001_feedback.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sqlite: include_str!("../../migrations/sqlite/0001_feedback.sql"),
+        postgres: include_str!("../../migrations/postgres/0001_feedback.sql"),
+    },
+    Migration {
+        version: 2,
+        sqlite: include_str!("../../migrations/sqlite/0002_oauth.sql"),
+        postgres: include_str!("../../migrations/postgres/0002_oauth.sql"),
+    },
+    Migration {
+        version: 3,
+        sqlite: include_str!("../../migrations/sqlite/0003_feedback_delivery.sql"),
+        postgres: include_str!("../../migrations/postgres/0003_feedback_delivery.sql"),
+    },
+];
 
 /// Arbitrary constant naming this application's migration lock in `pg_advisory_lock`.
 const PG_LOCK_ID: i64 = 0x0070_6f6c_796d_6370;

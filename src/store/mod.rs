@@ -1,7 +1,10 @@
 //! Durable state behind one type: SQLite for a single node (the default), PostgreSQL when several replicas
 //! share state. Query text is shared; each statement is compiled for both pool types by [`with_pool!`].
 
+mod feedback;
 mod migrate;
+
+pub use feedback::{ClaimedDelivery, DeadLetter};
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -38,6 +41,9 @@ macro_rules! with_pool {
         }
     };
 }
+pub(crate) use with_pool;
+
+pub mod oauth;
 
 /// A feedback record as stored.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -71,6 +77,39 @@ macro_rules! feedback_columns {
          organization_id, auth_mode, access_mode, client_name, client_version, request_id, recent_calls"
     };
 }
+
+pub(crate) const INSERT_FEEDBACK: &str = concat!(
+    "INSERT INTO feedback (",
+    feedback_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+);
+
+/// The insert statement with every column bound, for either backend.
+macro_rules! insert_feedback_query {
+    ($record:expr) => {{
+        let record: &FeedbackRecord = $record;
+        sqlx::query($crate::store::INSERT_FEEDBACK)
+            .bind(&record.id)
+            .bind(record.created_at_ms)
+            .bind(&record.category)
+            .bind(&record.summary)
+            .bind(&record.details)
+            .bind(&record.tool)
+            .bind(&record.operation)
+            .bind(&record.severity)
+            .bind(&record.expected)
+            .bind(&record.actual)
+            .bind(&record.principal)
+            .bind(&record.organization_id)
+            .bind(&record.auth_mode)
+            .bind(&record.access_mode)
+            .bind(&record.client_name)
+            .bind(&record.client_version)
+            .bind(&record.request_id)
+            .bind(&record.recent_calls)
+    }};
+}
+pub(crate) use insert_feedback_query;
 
 impl Store {
     /// Opens the database named by `url`, creating a SQLite file if needed, and applies migrations.
@@ -131,37 +170,9 @@ impl Store {
     }
 
     /// Inserts one record; returns once the database has committed it.
+    /// Inserts one record; returns once the database has committed it.
     pub async fn insert_feedback(&self, record: &FeedbackRecord) -> Result<(), StoreError> {
-        const SQL: &str = concat!(
-            "INSERT INTO feedback (",
-            feedback_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
-        );
-        with_pool!(self, pool => {
-            sqlx::query(SQL)
-                .bind(&record.id)
-                .bind(record.created_at_ms)
-                .bind(&record.category)
-                .bind(&record.summary)
-                .bind(&record.details)
-                .bind(&record.tool)
-                .bind(&record.operation)
-                .bind(&record.severity)
-                .bind(&record.expected)
-                .bind(&record.actual)
-                .bind(&record.principal)
-                .bind(&record.organization_id)
-                .bind(&record.auth_mode)
-                .bind(&record.access_mode)
-                .bind(&record.client_name)
-                .bind(&record.client_version)
-                .bind(&record.request_id)
-                .bind(&record.recent_calls)
-                .execute(pool)
-                .await
-                .map(|_| ())
-        })?;
-        Ok(())
+        self.insert_feedback_with_delivery(record, false).await
     }
 
     pub async fn get_feedback(&self, id: &str) -> Result<Option<FeedbackRecord>, StoreError> {

@@ -13,6 +13,9 @@ use url::Url;
 use crate::auth::{AccessMode, AuthMode};
 use crate::openapi::{KeyType, Operation, OperationIndex, Param, Segment};
 
+/// Schema violations listed in one refusal; the agent fixes these and learns of any others on the next try.
+const MAX_REPORTED_ERRORS: usize = 5;
+
 /// One `execute` call as the agent sent it.
 #[derive(Debug, Clone, Copy)]
 pub struct Call<'a> {
@@ -388,7 +391,7 @@ fn check_body(
     body: Option<&Value>,
 ) -> Result<Option<Bytes>, PlanError> {
     let body = body.filter(|b| !b.is_null());
-    let Some(schema) = &op.body_schema else {
+    if op.body_schema.is_none() {
         if body.is_some() {
             return Err(PlanError::BadBody(format!(
                 "{} takes no request body; remove `body`",
@@ -397,7 +400,6 @@ fn check_body(
         }
         return Ok(None);
     };
-    let _ = schema;
     let Some(body) = body else {
         if op.body_required {
             let required: Vec<&str> = op
@@ -440,6 +442,24 @@ fn check_body(
             return Err(PlanError::BadBody(format!(
                 "the body is missing required field(s): {}",
                 missing.join(", ")
+            )));
+        }
+    }
+    if let Some(validator) = op.body_validator() {
+        let problems: Vec<String> = validator
+            .iter_errors(body)
+            .take(MAX_REPORTED_ERRORS)
+            .map(|error| {
+                let pointer = error.instance_path().as_str().replace('/', ".");
+                format!("body{pointer}: {error}")
+            })
+            .collect();
+        if !problems.is_empty() {
+            return Err(PlanError::BadBody(format!(
+                "the body does not match the schema of {}: {}. Fix these fields (search with operation \"{}\" lists every field, its type and allowed values); nothing was sent",
+                op.key,
+                problems.join("; "),
+                op.key
             )));
         }
     }

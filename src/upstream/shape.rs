@@ -6,9 +6,11 @@ use serde_json::{Map, Value, json};
 use crate::openapi::Pagination;
 
 #[derive(Debug, Clone, Copy)]
-pub struct ShapeOptions {
+pub struct ShapeOptions<'a> {
     /// Budget for the serialised body, in characters.
     pub max_chars: usize,
+    /// Dotted field paths to keep (`data.id`); arrays are walked through. Empty keeps everything.
+    pub fields: &'a [String],
 }
 
 #[derive(Debug, Clone)]
@@ -18,50 +20,128 @@ pub struct Shaped {
     pub truncated: Option<Value>,
     /// Arguments to pass back to `execute` for the next page.
     pub next: Option<Value>,
+    /// Requested fields that matched nothing in the response.
+    pub unmatched_fields: Vec<String>,
 }
 
-pub fn shape_body(raw: &[u8], pagination: Option<&Pagination>, options: ShapeOptions) -> Shaped {
+pub fn shape_body(
+    raw: &[u8],
+    pagination: Option<&Pagination>,
+    options: ShapeOptions<'_>,
+) -> Shaped {
+    let shaped = |body, truncated, next, unmatched_fields| Shaped {
+        body,
+        truncated,
+        next,
+        unmatched_fields,
+    };
     if raw.is_empty() {
-        return Shaped {
-            body: Value::Null,
-            truncated: None,
-            next: None,
-        };
+        return shaped(Value::Null, None, None, Vec::new());
     }
     let Ok(parsed) = serde_json::from_slice::<Value>(raw) else {
         let text = String::from_utf8_lossy(raw);
         let total = text.chars().count();
         if total <= options.max_chars {
-            return Shaped {
-                body: Value::String(text.into_owned()),
-                truncated: None,
-                next: None,
-            };
+            return shaped(Value::String(text.into_owned()), None, None, Vec::new());
         }
         let kept: String = text.chars().take(options.max_chars).collect();
-        return Shaped {
-            body: Value::String(kept),
-            truncated: Some(
-                json!({"kind": "text", "kept_chars": options.max_chars, "total_chars": total}),
-            ),
-            next: None,
-        };
+        let note = json!({"kind": "text", "kept_chars": options.max_chars, "total_chars": total});
+        return shaped(Value::String(kept), Some(note), None, Vec::new());
     };
     let next = pagination.and_then(|p| next_hint(&parsed, p));
+    let (parsed, unmatched) = if options.fields.is_empty() {
+        (parsed, Vec::new())
+    } else {
+        project(parsed, options.fields)
+    };
     let size = serialized_len(&parsed);
     if size <= options.max_chars {
-        return Shaped {
-            body: parsed,
-            truncated: None,
-            next,
-        };
+        return shaped(parsed, None, next, unmatched);
     }
     let (body, truncated) = trim_to_budget(parsed, size, options.max_chars, next.is_some());
-    Shaped {
-        body,
-        truncated: Some(truncated),
-        next,
+    shaped(body, Some(truncated), next, unmatched)
+}
+
+/// A tree of requested field names: `data.id` and `data.name` become `data → {id, name}`.
+#[derive(Debug, Default)]
+struct FieldTree {
+    children: Vec<(String, FieldTree)>,
+    matched: std::cell::Cell<bool>,
+}
+
+impl FieldTree {
+    fn insert(&mut self, path: &[&str]) {
+        let Some((first, rest)) = path.split_first() else {
+            return;
+        };
+        let index = match self.children.iter().position(|(name, _)| name == first) {
+            Some(index) => index,
+            None => {
+                self.children
+                    .push(((*first).to_owned(), FieldTree::default()));
+                self.children.len() - 1
+            }
+        };
+        if let Some((_, child)) = self.children.get_mut(index) {
+            child.insert(rest);
+        }
     }
+
+    fn filter(&self, value: Value) -> Value {
+        match value {
+            Value::Array(items) => {
+                Value::Array(items.into_iter().map(|item| self.filter(item)).collect())
+            }
+            Value::Object(mut map) => {
+                let mut out = Map::new();
+                for (name, child) in &self.children {
+                    if let Some(inner) = map.remove(name) {
+                        child.matched.set(true);
+                        let kept = if child.children.is_empty() {
+                            inner
+                        } else {
+                            child.filter(inner)
+                        };
+                        out.insert(name.clone(), kept);
+                    }
+                }
+                Value::Object(out)
+            }
+            scalar => scalar,
+        }
+    }
+
+    fn unmatched(&self, prefix: &str, out: &mut Vec<String>) {
+        for (name, child) in &self.children {
+            let path = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}.{name}")
+            };
+            if child.matched.get() {
+                child.unmatched(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+}
+
+/// Keeps only the requested fields; returns the fields that matched nothing.
+fn project(body: Value, fields: &[String]) -> (Value, Vec<String>) {
+    let mut tree = FieldTree::default();
+    for field in fields {
+        let parts: Vec<&str> = field
+            .split('.')
+            .map(|p| p.trim_end_matches("[]"))
+            .filter(|p| !p.is_empty())
+            .collect();
+        tree.insert(&parts);
+    }
+    let body = tree.filter(body);
+    let mut unmatched = Vec::new();
+    tree.unmatched("", &mut unmatched);
+    (body, unmatched)
 }
 
 fn serialized_len(value: &Value) -> usize {
@@ -204,7 +284,14 @@ mod tests {
     #[test]
     fn small_bodies_pass_through_with_next_hint() {
         let raw = br#"{"data":[{"id":1}],"pagination":{"next_page_token":"abc"}}"#;
-        let shaped = shape_body(raw, Some(&cursor()), ShapeOptions { max_chars: 10_000 });
+        let shaped = shape_body(
+            raw,
+            Some(&cursor()),
+            ShapeOptions {
+                max_chars: 10_000,
+                fields: &[],
+            },
+        );
         assert!(shaped.truncated.is_none());
         assert_eq!(shaped.next, Some(json!({"query": {"page_token": "abc"}})));
     }
@@ -215,7 +302,14 @@ mod tests {
             .map(|i| json!({"id": i, "name": "x".repeat(50)}))
             .collect();
         let raw = serde_json::to_vec(&json!({"data": items})).unwrap();
-        let shaped = shape_body(&raw, None, ShapeOptions { max_chars: 5_000 });
+        let shaped = shape_body(
+            &raw,
+            None,
+            ShapeOptions {
+                max_chars: 5_000,
+                fields: &[],
+            },
+        );
         let note = shaped.truncated.unwrap();
         let kept = note["kept"].as_u64().unwrap() as usize;
         assert!(kept > 10 && kept < 500);
@@ -225,8 +319,40 @@ mod tests {
     }
 
     #[test]
+    fn fields_keep_only_what_was_asked_through_arrays() {
+        let raw = br#"{"data":[{"id":1,"name":"a","big":"x"},{"id":2,"name":"b","big":"y"}],"pagination":{"next_page_token":"t"}}"#;
+        let fields = vec![
+            "data.id".to_owned(),
+            "data[].name".to_owned(),
+            "nope".to_owned(),
+        ];
+        let shaped = shape_body(
+            raw,
+            Some(&cursor()),
+            ShapeOptions {
+                max_chars: 10_000,
+                fields: &fields,
+            },
+        );
+        assert_eq!(
+            shaped.body,
+            json!({"data": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]})
+        );
+        assert_eq!(shaped.unmatched_fields, ["nope"]);
+        // The next-page hint is read before projection, so it survives a projection that drops it.
+        assert_eq!(shaped.next, Some(json!({"query": {"page_token": "t"}})));
+    }
+
+    #[test]
     fn non_json_is_returned_as_text() {
-        let shaped = shape_body(b"<html>oops</html>", None, ShapeOptions { max_chars: 100 });
+        let shaped = shape_body(
+            b"<html>oops</html>",
+            None,
+            ShapeOptions {
+                max_chars: 100,
+                fields: &[],
+            },
+        );
         assert_eq!(shaped.body, json!("<html>oops</html>"));
     }
 }

@@ -37,6 +37,8 @@ pub struct Recorded {
 #[derive(Clone, Default)]
 pub struct MockUpstream {
     pub seen: Arc<Mutex<Vec<Recorded>>>,
+    /// Calls so far to the flaky endpoints, which fail twice before answering.
+    pub flaky_calls: Arc<std::sync::atomic::AtomicU32>,
     pub addr: Option<SocketAddr>,
 }
 
@@ -58,6 +60,12 @@ impl MockUpstream {
             .route("/api/syncs/{id}", get(get_sync))
             .route("/api/syncs/{id}/executions", post(start_sync))
             .route("/api/organizations", get(partner_only))
+            .route("/api/bulk/syncs", get(big_list))
+            .route("/api/bulk/syncs/{id}", get(flaky_get))
+            .route("/api/bulk/syncs/{id}/executions", post(flaky_post))
+            .route("/api/connections/{id}", get(stall))
+            .route("/api/models", get(rate_limited))
+            .route("/api/models/{id}", axum::routing::put(unprocessable))
             .fallback(any(echo))
             .layer(axum::middleware::from_fn_with_state(mock.clone(), record))
             .with_state(mock.clone());
@@ -128,6 +136,75 @@ async fn partner_only() -> impl IntoResponse {
         StatusCode::FORBIDDEN,
         axum::Json(
             json!({"status": 403, "message": "this endpoint requires a partner key", "key": "forbidden"}),
+        ),
+    )
+}
+
+/// About 5 MB: 20,000 items of ~250 bytes.
+async fn big_list() -> impl IntoResponse {
+    let items: Vec<Value> = (0..20_000)
+        .map(|i| json!({"id": format!("bulk-{i:05}"), "name": format!("replication {i}"), "description": "x".repeat(200)}))
+        .collect();
+    axum::Json(json!({"data": items}))
+}
+
+/// 503 for the first two calls, then 200.
+async fn flaky_get(State(mock): State<MockUpstream>, Path(id): Path<String>) -> Response {
+    let n = mock
+        .flaky_calls
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    if n < 2 {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": 503, "message": "try again"})),
+        )
+            .into_response();
+    }
+    axum::Json(json!({"data": {"id": id, "attempt": n + 1}})).into_response()
+}
+
+/// 502 once with `Retry-After: 0`, then 201.
+async fn flaky_post(State(mock): State<MockUpstream>, Path(id): Path<String>) -> Response {
+    let n = mock
+        .flaky_calls
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    if n < 1 {
+        return (
+            StatusCode::BAD_GATEWAY,
+            [("retry-after", "0")],
+            "upstream hiccup",
+        )
+            .into_response();
+    }
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({"data": {"id": "exec-9", "sync_id": id}})),
+    )
+        .into_response()
+}
+
+async fn stall() -> impl IntoResponse {
+    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    axum::Json(json!({"data": {}}))
+}
+
+async fn rate_limited() -> impl IntoResponse {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [
+            ("retry-after", "30"),
+            ("x-ratelimit-limit", "100"),
+            ("x-ratelimit-remaining", "0"),
+        ],
+        axum::Json(json!({"status": 429, "message": "slow down", "key": "rate_limited"})),
+    )
+}
+
+async fn unprocessable() -> impl IntoResponse {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        axum::Json(
+            json!({"status": 422, "message": "invalid model", "key": "validation", "metadata": {"field": "query"}}),
         ),
     )
 }
@@ -233,7 +310,11 @@ impl TestApp {
         let config = StreamableHttpClientTransportConfig::with_uri(self.mcp_url())
             .auth_header(key)
             .custom_headers(custom);
-        let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
+        let http = reqwest::Client::builder()
+            .user_agent("polytomic-test-client/1.0")
+            .build()
+            .unwrap();
+        let transport = StreamableHttpClientTransport::with_client(http, config);
         ClientConfig::default().serve(transport).await.unwrap()
     }
 

@@ -23,11 +23,20 @@ method and a concrete path from `search` (e.g. GET /api/syncs/5f1c…), plus `qu
 HTTP `status` and parsed `body`; large lists are cut with a note, and `next` holds the arguments for the next page. \
 Use `dry_run: true` to validate a write and see the exact request without sending it.";
 
-pub fn input_schema() -> Value {
+/// Fields a projection may list; more would defeat its purpose.
+const MAX_FIELDS: usize = 50;
+
+/// The input schema; a read-only session offers only the methods it will send.
+pub fn input_schema(read_only: bool) -> Value {
+    let methods: &[&str] = if read_only {
+        &["GET", "HEAD"]
+    } else {
+        &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
+    };
     json!({
         "type": "object",
         "properties": {
-            "method": {"type": "string", "enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]},
+            "method": {"type": "string", "enum": methods},
             "path": {"type": "string", "pattern": "^/api/", "description": "Concrete path starting with /api/, ids filled in; no host, no query string."},
             "query": {
                 "type": "object",
@@ -35,6 +44,12 @@ pub fn input_schema() -> Value {
                 "additionalProperties": {"type": ["string", "number", "boolean", "array"]}
             },
             "body": {"description": "JSON request body for POST, PUT and PATCH."},
+            "fields": {
+                "type": "array",
+                "items": {"type": "string"},
+                "maxItems": MAX_FIELDS,
+                "description": "Keep only these response fields, dotted through arrays, e.g. [\"data.id\", \"data.name\"]."
+            },
             "dry_run": {"type": "boolean", "description": "Validate and show the request without sending it."}
         },
         "required": ["method", "path"],
@@ -66,7 +81,35 @@ struct Args {
     query: Option<Map<String, Value>>,
     body: Option<Value>,
     #[serde(default)]
+    fields: Vec<String>,
+    #[serde(default)]
     dry_run: bool,
+}
+
+fn check_fields(fields: &[String]) -> Result<(), String> {
+    if fields.len() > MAX_FIELDS {
+        return Err(format!(
+            "fields lists {} entries; at most {MAX_FIELDS}",
+            fields.len()
+        ));
+    }
+    for field in fields {
+        let ok = !field.is_empty()
+            && field.len() <= 200
+            && field.split('.').all(|part| {
+                let part = part.strip_suffix("[]").unwrap_or(part);
+                !part.is_empty()
+                    && part
+                        .chars()
+                        .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+            });
+        if !ok {
+            return Err(format!(
+                "field {field:?} is not a dotted field path; use names joined by dots, e.g. \"data.id\" or \"data[].name\""
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> CallToolResult {
@@ -81,6 +124,9 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> CallToolResult {
             );
         }
     };
+    if let Err(message) = check_fields(&args.fields) {
+        return tool_error(format!("{message}. Nothing was sent."), None);
+    }
     let principal = ctx.principal;
     let state = ctx.state;
     let context = session_context(ctx);
@@ -145,7 +191,7 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> CallToolResult {
         "execute"
     );
     match result {
-        Ok(response) => respond(ctx, &planned, response, context),
+        Ok(response) => respond(ctx, &planned, response, context, &args.fields),
         Err(error) => {
             let next = match error {
                 UpstreamError::Timeout(_) => {
@@ -209,7 +255,7 @@ fn dry_run(planned: &PlannedRequest, context: &Value, api_version: &str) -> Call
         planned.operation_key, planned.method, planned.url, body
     );
     tool_success(
-        json!({"status": 0, "dry_run": true, "request": request, "body": Value::Null, "context": context}),
+        json!({"status": 0, "dry_run": true, "operation": planned.operation_key, "request": request, "body": Value::Null, "context": context}),
         text,
     )
 }
@@ -219,17 +265,18 @@ fn respond(
     planned: &PlannedRequest,
     response: UpstreamResponse,
     context: Value,
+    fields: &[String],
 ) -> CallToolResult {
     let catalog = ctx.state.catalog.current();
     let pagination = catalog
         .index
         .get(&planned.operation_key)
         .and_then(|op| op.pagination.clone());
-    let max_chars = usize::try_from(ctx.state.config.result_max_chars).unwrap_or(60_000);
+    let max_chars = usize::try_from(ctx.state.config.result_max_chars).unwrap_or(30_000);
     let shaped = shape_body(
         &response.body,
         pagination.as_ref(),
-        ShapeOptions { max_chars },
+        ShapeOptions { max_chars, fields },
     );
     let mut rate_limit = Map::new();
     for name in RATE_LIMIT_HEADERS {
@@ -240,6 +287,7 @@ fn respond(
     let status = response.status.as_u16();
     let mut structured = json!({
         "status": status,
+        "operation": planned.operation_key,
         "body": shaped.body,
         "context": context,
     });
@@ -248,6 +296,9 @@ fn respond(
     }
     if let Some(truncated) = &shaped.truncated {
         structured["truncated"] = truncated.clone();
+    }
+    if !shaped.unmatched_fields.is_empty() {
+        structured["unmatched_fields"] = json!(shaped.unmatched_fields);
     }
     if !rate_limit.is_empty() {
         structured["rate_limit"] = Value::Object(rate_limit);
@@ -314,12 +365,19 @@ fn error_message(
         _ => "Check the request against `search` for this operation.".to_owned(),
     };
     let mut message = format!("Polytomic answered {status} for {}", planned.operation_key);
+    let metadata = body
+        .get("metadata")
+        .filter(|m| m.as_object().is_some_and(|o| !o.is_empty()));
     if !upstream.is_empty() {
         let _ = write!(
             message,
             ": {}",
             upstream.chars().take(500).collect::<String>()
         );
+    }
+    if let Some(metadata) = metadata {
+        let details: String = metadata.to_string().chars().take(300).collect();
+        let _ = write!(message, " (details: {details})");
     }
     let _ = write!(message, ". {next}");
     message

@@ -140,6 +140,39 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> CallToolResult {
     }
     let now = chrono::Utc::now();
     let principal = ctx.principal;
+    let limit = i64::from(ctx.state.config.feedback_per_hour);
+    match ctx
+        .state
+        .store
+        .count_feedback_since(&principal.fingerprint, now.timestamp_millis() - 3_600_000)
+        .await
+    {
+        Ok(count) if count >= limit => {
+            return tool_error(
+                format!(
+                    "this credential already sent {count} feedback records in the last hour (limit {limit}); nothing was stored. Collect further points into one record and send it later."
+                ),
+                None,
+            );
+        }
+        Ok(_) => {}
+        Err(error) => {
+            tracing::error!(%error, "counting feedback failed");
+            return tool_error(
+                "the feedback could not be stored right now (the server's database is unavailable); nothing was saved. Try again in a minute.",
+                None,
+            );
+        }
+    }
+    let recent = ctx
+        .state
+        .recent_calls
+        .recent(&principal.fingerprint, now.timestamp_millis());
+    let recent_calls = if recent.is_empty() {
+        None
+    } else {
+        serde_json::to_string(&recent).ok()
+    };
     let record = FeedbackRecord {
         id: format!("fb_{}", uuid::Uuid::now_v7().simple()),
         created_at_ms: now.timestamp_millis(),
@@ -161,9 +194,15 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> CallToolResult {
         client_name: ctx.client.as_ref().map(|c| c.0.clone()),
         client_version: ctx.client.as_ref().map(|c| c.1.clone()),
         request_id: ctx.request_id.clone(),
-        recent_calls: None,
+        recent_calls,
     };
-    if let Err(error) = ctx.state.store.insert_feedback(&record).await {
+    let deliver = ctx.state.webhook.is_some();
+    if let Err(error) = ctx
+        .state
+        .store
+        .insert_feedback_with_delivery(&record, deliver)
+        .await
+    {
         tracing::error!(%error, "storing feedback failed");
         return tool_error(
             "the feedback could not be stored right now (the server's database is unavailable); nothing was saved. Try again in a minute.",
@@ -179,7 +218,7 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> CallToolResult {
         .inc();
     let stored_at = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     tool_success(
-        json!({"id": record.id, "stored_at": stored_at}),
+        json!({"id": record.id, "stored_at": stored_at, "attached_calls": recent.len()}),
         format!(
             "Feedback stored as {} at {stored_at}. Thank you; the team that runs this server reads these.",
             record.id

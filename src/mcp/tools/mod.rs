@@ -33,7 +33,7 @@ pub fn definitions(read_only_session: bool) -> Vec<Tool> {
             execute::NAME,
             "Call Polytomic API",
             execute::DESCRIPTION,
-            execute::input_schema(),
+            execute::input_schema(read_only_session),
             execute::output_schema(),
         )
         .with_annotations(if read_only_session {

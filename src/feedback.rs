@@ -1,0 +1,417 @@
+//! The operators' side of feedback: the brief memory of each principal's recent tool calls that feedback
+//! records point to, webhook delivery through the store's outbox, and the CLI's list/show output.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{FeedbackRecord, Store};
+
+/// Calls remembered per principal, and for how long.
+const RECENT_CALLS: usize = 5;
+const RECENT_TTL_MS: i64 = 15 * 60 * 1000;
+/// Principals remembered at once; the oldest are forgotten first, so memory stays bounded.
+const MAX_PRINCIPALS: usize = 10_000;
+
+/// One tool call, as feedback refers to it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CallSummary {
+    pub id: String,
+    pub at_ms: i64,
+    pub tool: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_key: Option<String>,
+}
+
+/// Each principal's last few tool calls, in this process only: a hint for operators, not a record of truth.
+#[derive(Debug, Default)]
+pub struct RecentCalls {
+    inner: Mutex<HashMap<String, VecDeque<CallSummary>>>,
+}
+
+impl RecentCalls {
+    pub fn record(&self, principal: &str, call: CallSummary) {
+        let Ok(mut map) = self.inner.lock() else {
+            return;
+        };
+        if map.len() >= MAX_PRINCIPALS && !map.contains_key(principal) {
+            let cutoff = call.at_ms - RECENT_TTL_MS;
+            map.retain(|_, calls| calls.back().is_some_and(|c| c.at_ms >= cutoff));
+            if map.len() >= MAX_PRINCIPALS {
+                let oldest = map
+                    .iter()
+                    .min_by_key(|(_, calls)| calls.back().map(|c| c.at_ms).unwrap_or(0))
+                    .map(|(k, _)| k.clone());
+                if let Some(oldest) = oldest {
+                    map.remove(&oldest);
+                }
+            }
+        }
+        let calls = map.entry(principal.to_owned()).or_default();
+        calls.push_back(call);
+        while calls.len() > RECENT_CALLS {
+            calls.pop_front();
+        }
+    }
+
+    /// The principal's calls from the last 15 minutes, oldest first.
+    pub fn recent(&self, principal: &str, now_ms: i64) -> Vec<CallSummary> {
+        let Ok(map) = self.inner.lock() else {
+            return Vec::new();
+        };
+        map.get(principal)
+            .map(|calls| {
+                calls
+                    .iter()
+                    .filter(|c| now_ms - c.at_ms <= RECENT_TTL_MS)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Webhook delivery settings. The URL may embed a token, so `Debug` leaves it out.
+#[derive(Clone)]
+pub struct WebhookConfig {
+    pub url: url::Url,
+    pub max_attempts: i64,
+    pub retry_base: Duration,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("host", &self.url.host_str())
+            .field("max_attempts", &self.max_attempts)
+            .field("retry_base", &self.retry_base)
+            .finish()
+    }
+}
+
+/// Delivers stored feedback to the webhook until it succeeds or lands in the dead letters. Runs in every
+/// replica; the store's claim makes each delivery go to one worker at a time.
+pub fn spawn_webhook_worker(
+    store: Store,
+    http: reqwest::Client,
+    config: WebhookConfig,
+    shutdown: CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            if let Err(error) = deliver_due(&store, &http, &config).await {
+                tracing::warn!(%error, "feedback webhook round failed; will retry");
+            }
+        }
+    });
+}
+
+async fn deliver_due(
+    store: &Store,
+    http: &reqwest::Client,
+    config: &WebhookConfig,
+) -> Result<(), crate::store::StoreError> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let lease = now + 60_000;
+    for claimed in store.claim_deliveries(now, lease, 20).await? {
+        let Some(record) = store.get_feedback(&claimed.feedback_id).await? else {
+            store.delivery_succeeded(&claimed.feedback_id).await?;
+            continue;
+        };
+        let attempts = claimed.attempts + 1;
+        match post(http, &config.url, &record).await {
+            Ok(()) => {
+                store.delivery_succeeded(&record.id).await?;
+                tracing::info!(feedback_id = %record.id, attempts, "feedback delivered to webhook");
+            }
+            Err(error) if attempts >= config.max_attempts => {
+                tracing::warn!(feedback_id = %record.id, attempts, %error, "feedback webhook keeps failing; moved to dead letters");
+                store
+                    .delivery_dead(
+                        &record.id,
+                        attempts,
+                        &error,
+                        chrono::Utc::now().timestamp_millis(),
+                    )
+                    .await?;
+            }
+            Err(error) => {
+                let factor = 2u32.saturating_pow(u32::try_from(attempts - 1).unwrap_or(16).min(16));
+                let wait = config
+                    .retry_base
+                    .saturating_mul(factor)
+                    .min(Duration::from_secs(3600));
+                let retry_at = chrono::Utc::now().timestamp_millis()
+                    + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
+                tracing::info!(feedback_id = %record.id, attempts, %error, "feedback webhook failed; will retry");
+                store
+                    .delivery_failed(&record.id, attempts, &error, retry_at)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: &url::Url,
+    record: &FeedbackRecord,
+) -> Result<(), String> {
+    let body = serde_json::to_vec(&webhook_payload(record)).map_err(|e| e.to_string())?;
+    let response = http
+        .post(url.clone())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(
+            "User-Agent",
+            concat!("polytomic-mcp/", env!("CARGO_PKG_VERSION")),
+        )
+        .timeout(Duration::from_secs(10))
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| {
+            if e.is_timeout() {
+                "timed out".to_owned()
+            } else {
+                "connection failed".to_owned()
+            }
+        })?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("HTTP {}", response.status().as_u16()))
+    }
+}
+
+/// The JSON a webhook receives: the record plus its time as RFC 3339.
+pub fn webhook_payload(record: &FeedbackRecord) -> serde_json::Value {
+    let mut value = serde_json::to_value(record).unwrap_or_default();
+    value["created_at"] = serde_json::json!(rfc3339(record.created_at_ms));
+    value["type"] = serde_json::json!("polytomic_mcp.feedback");
+    value
+}
+
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// Parses `--since`: an RFC 3339 time, a date (`2026-11-01`), or a span back from now (`30m`, `24h`, `7d`).
+pub fn parse_since(value: &str, now_ms: i64) -> Result<i64, String> {
+    let value = value.trim();
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(value) {
+        return Ok(time.timestamp_millis());
+    }
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        && let Some(midnight) = date.and_hms_opt(0, 0, 0)
+    {
+        return Ok(midnight.and_utc().timestamp_millis());
+    }
+    let (number, unit) = value.split_at(
+        value
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(value.len()),
+    );
+    let amount: i64 = number.parse().map_err(|_| since_error(value))?;
+    let unit_ms = match unit {
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 7 * 86_400_000,
+        _ => return Err(since_error(value)),
+    };
+    Ok(now_ms - amount.saturating_mul(unit_ms))
+}
+
+fn since_error(value: &str) -> String {
+    format!("--since {value:?} is not a time; use e.g. 24h, 7d, 2026-11-01 or 2026-11-01T12:00:00Z")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+const CSV_COLUMNS: [&str; 19] = [
+    "id",
+    "created_at",
+    "category",
+    "severity",
+    "summary",
+    "details",
+    "tool",
+    "operation",
+    "expected",
+    "actual",
+    "principal",
+    "organization_id",
+    "auth_mode",
+    "access_mode",
+    "client_name",
+    "client_version",
+    "request_id",
+    "recent_calls",
+    "created_at_ms",
+];
+
+/// Renders records for `feedback list`.
+pub fn render(records: &[FeedbackRecord], format: OutputFormat) -> String {
+    match format {
+        OutputFormat::Json => {
+            let values: Vec<serde_json::Value> = records.iter().map(webhook_payload).collect();
+            serde_json::to_string_pretty(&values).unwrap_or_default() + "\n"
+        }
+        OutputFormat::Csv => {
+            let mut out = CSV_COLUMNS.join(",");
+            out.push('\n');
+            for r in records {
+                let created = rfc3339(r.created_at_ms);
+                let ms = r.created_at_ms.to_string();
+                let cells: [Option<&str>; 19] = [
+                    Some(&r.id),
+                    Some(&created),
+                    Some(&r.category),
+                    r.severity.as_deref(),
+                    Some(&r.summary),
+                    r.details.as_deref(),
+                    r.tool.as_deref(),
+                    r.operation.as_deref(),
+                    r.expected.as_deref(),
+                    r.actual.as_deref(),
+                    Some(&r.principal),
+                    r.organization_id.as_deref(),
+                    Some(&r.auth_mode),
+                    Some(&r.access_mode),
+                    r.client_name.as_deref(),
+                    r.client_version.as_deref(),
+                    r.request_id.as_deref(),
+                    r.recent_calls.as_deref(),
+                    Some(&ms),
+                ];
+                let row: Vec<String> = cells.iter().map(|c| csv_cell(c.unwrap_or(""))).collect();
+                out.push_str(&row.join(","));
+                out.push('\n');
+            }
+            out
+        }
+        OutputFormat::Table => {
+            let mut out = format!(
+                "{:<36}  {:<20}  {:<18}  {:<8}  {}\n",
+                "ID", "CREATED (UTC)", "CATEGORY", "SEVERITY", "SUMMARY"
+            );
+            for r in records {
+                let created = chrono::DateTime::from_timestamp_millis(r.created_at_ms)
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_default();
+                let summary: String = r
+                    .summary
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(80)
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "{:<36}  {:<20}  {:<18}  {:<8}  {}",
+                    r.id,
+                    created,
+                    r.category,
+                    r.severity.as_deref().unwrap_or("-"),
+                    summary
+                );
+            }
+            let _ = writeln!(out, "{} record(s)", records.len());
+            out
+        }
+    }
+}
+
+/// One record in full, for `feedback show`.
+pub fn render_one(record: &FeedbackRecord) -> String {
+    serde_json::to_string_pretty(&webhook_payload(record)).unwrap_or_default() + "\n"
+}
+
+/// RFC 4180 quoting; a leading formula character is prefixed so spreadsheets do not execute agent text.
+fn csv_cell(value: &str) -> String {
+    let value = if value.starts_with(['=', '+', '-', '@']) {
+        format!("'{value}")
+    } else {
+        value.to_owned()
+    };
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(at_ms: i64, n: usize) -> CallSummary {
+        CallSummary {
+            id: format!("c{n}"),
+            at_ms,
+            tool: "execute".into(),
+            operation: Some("GET /api/me".into()),
+            status: Some(200),
+            outcome: "ok".into(),
+            error_key: None,
+        }
+    }
+
+    #[test]
+    fn recent_calls_keep_the_last_five_within_fifteen_minutes() {
+        let recent = RecentCalls::default();
+        for n in 0..8 {
+            recent.record("key_a", call(1_000 + n as i64, n));
+        }
+        let calls = recent.recent("key_a", 2_000);
+        assert_eq!(
+            calls.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            ["c3", "c4", "c5", "c6", "c7"]
+        );
+        assert!(
+            recent
+                .recent("key_a", 1_000 + RECENT_TTL_MS + 100)
+                .is_empty()
+        );
+        assert!(recent.recent("key_b", 2_000).is_empty());
+    }
+
+    #[test]
+    fn since_accepts_spans_dates_and_times() {
+        let now = 10 * 86_400_000;
+        assert_eq!(parse_since("24h", now).unwrap(), now - 86_400_000);
+        assert_eq!(parse_since("2d", now).unwrap(), now - 2 * 86_400_000);
+        assert_eq!(parse_since("1970-01-02", now).unwrap(), 86_400_000);
+        assert_eq!(parse_since("1970-01-01T00:00:01Z", now).unwrap(), 1_000);
+        assert!(parse_since("yesterday", now).unwrap_err().contains("24h"));
+    }
+
+    #[test]
+    fn csv_quotes_and_defuses_formulas() {
+        assert_eq!(csv_cell("plain"), "plain");
+        assert_eq!(csv_cell("a,b"), "\"a,b\"");
+        assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_cell("=cmd()"), "'=cmd()");
+    }
+}

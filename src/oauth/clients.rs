@@ -1,0 +1,770 @@
+//! Who the OAuth client is: Dynamic Client Registration (RFC 7591, with the RFC 7592 read and delete behind
+//! `registration_client_uri`), Client ID Metadata Documents (an https `client_id` naming its own metadata),
+//! and the redirect-URI rules both share.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, StatusCode, header};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use url::Url;
+
+use super::keys::{hash, same};
+use super::{
+    CLIENT_ID_PREFIX, CLIENT_SECRET_PREFIX, OAuth, OAuthError, REGISTRATION_TOKEN_PREFIX, now_ms,
+    oauth_error,
+};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::Store;
+use crate::store::oauth::ClientRow;
+
+const MAX_REDIRECT_URIS: usize = 10;
+const MAX_URI_LEN: usize = 2000;
+const MAX_NAME_LEN: usize = 200;
+/// Metadata documents are a few hundred bytes; the draft suggests a 5 KB limit, this leaves headroom.
+const MAX_METADATA_DOCUMENT: usize = 16 * 1024;
+const METADATA_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+const METADATA_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const METADATA_CACHE_DEFAULT_MS: i64 = 60 * 60 * 1000;
+const METADATA_CACHE_MIN_MS: i64 = 5 * 60 * 1000;
+const METADATA_CACHE_MAX_MS: i64 = 24 * 60 * 60 * 1000;
+
+pub const AUTH_METHODS: &[&str] = &["none", "client_secret_post", "client_secret_basic"];
+
+/// A client's metadata as stored (and as returned from registration).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClientMetadata {
+    pub redirect_uris: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo_uri: Option<String>,
+    pub token_endpoint_auth_method: String,
+    pub grant_types: Vec<String>,
+    pub response_types: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_version: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientKind {
+    Registered,
+    MetadataDocument,
+}
+
+/// A client resolved for one request.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub id: String,
+    pub kind: ClientKind,
+    pub metadata: ClientMetadata,
+    secret_hash: Option<String>,
+}
+
+impl Client {
+    /// The name shown on the consent page: the client's own name (unverified) or its id.
+    pub fn display_name(&self) -> String {
+        self.metadata
+            .client_name
+            .clone()
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| self.id.clone())
+    }
+
+    pub fn allows_redirect(&self, requested: &str) -> bool {
+        self.metadata
+            .redirect_uris
+            .iter()
+            .any(|registered| redirect_matches(registered, requested))
+    }
+
+    pub fn is_confidential(&self) -> bool {
+        self.metadata.token_endpoint_auth_method != "none"
+    }
+
+    pub fn secret_matches(&self, secret: &str) -> bool {
+        self.secret_hash
+            .as_deref()
+            .is_some_and(|stored| same(stored, &hash(secret)))
+    }
+
+    fn from_row(row: ClientRow) -> Result<Self, OAuthError> {
+        let metadata: ClientMetadata = serde_json::from_str(&row.metadata)
+            .map_err(|e| OAuthError::Internal(format!("stored client metadata: {e}")))?;
+        Ok(Self {
+            id: row.client_id,
+            kind: if row.kind == "cimd" {
+                ClientKind::MetadataDocument
+            } else {
+                ClientKind::Registered
+            },
+            metadata,
+            secret_hash: row.secret_hash,
+        })
+    }
+}
+
+/// Why a client could not be resolved. The message is safe to show.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("unknown client_id; register the client again")]
+    Unknown,
+    #[error("the client metadata document at client_id could not be used: {0}")]
+    MetadataDocument(String),
+    #[error(transparent)]
+    Server(#[from] OAuthError),
+}
+
+impl From<crate::store::StoreError> for ClientError {
+    fn from(error: crate::store::StoreError) -> Self {
+        ClientError::Server(error.into())
+    }
+}
+
+/// Looks a client up: a URL `client_id` is a metadata document (fetched, checked, cached); anything else must
+/// have been registered here.
+pub async fn resolve(oauth: &OAuth, store: &Store, client_id: &str) -> Result<Client, ClientError> {
+    if client_id.is_empty() || client_id.len() > MAX_URI_LEN {
+        return Err(ClientError::Unknown);
+    }
+    let is_url = client_id.starts_with("https://")
+        || (oauth.cimd_allow_http_loopback && client_id.starts_with("http://"));
+    let cached = store.get_client(client_id).await?;
+    if !is_url {
+        return match cached {
+            Some(row) if row.kind == "dcr" => Ok(Client::from_row(row)?),
+            _ => Err(ClientError::Unknown),
+        };
+    }
+    let now = now_ms();
+    if let Some(row) = cached
+        && row.kind == "cimd"
+        && row.expires_at_ms.is_some_and(|at| at > now)
+    {
+        return Ok(Client::from_row(row)?);
+    }
+    let (metadata, ttl_ms) = fetch_metadata_document(oauth, client_id).await?;
+    let row = ClientRow {
+        client_id: client_id.to_owned(),
+        kind: "cimd".into(),
+        metadata: serde_json::to_string(&metadata)
+            .map_err(|e| OAuthError::Internal(e.to_string()))?,
+        secret_hash: None,
+        registration_token_hash: None,
+        created_at_ms: now,
+        expires_at_ms: Some(now + ttl_ms),
+    };
+    store.upsert_cached_client(&row).await?;
+    Ok(Client {
+        id: client_id.to_owned(),
+        kind: ClientKind::MetadataDocument,
+        metadata,
+        secret_hash: None,
+    })
+}
+
+// ------------------------------------------------------------------ redirect URIs
+
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// https anywhere; http only to a loopback host (RFC 8252 §7.3); or a private-use scheme in reverse-domain
+/// form such as `com.example.app:/callback` (RFC 8252 §7.1), which native apps use.
+pub fn validate_redirect_uri(uri: &str) -> Result<(), String> {
+    if uri.len() > MAX_URI_LEN {
+        return Err(format!("redirect URI longer than {MAX_URI_LEN} characters"));
+    }
+    let url = Url::parse(uri)
+        .map_err(|e| format!("redirect URI {uri:?} is not an absolute URI ({e})"))?;
+    if url.fragment().is_some() {
+        return Err(format!("redirect URI {uri:?} must not have a fragment"));
+    }
+    match url.scheme() {
+        "https" if url.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+        "http" if url.host_str().is_some_and(is_loopback_host) => Ok(()),
+        "http" => Err(format!(
+            "redirect URI {uri:?} uses http on a non-loopback host; use https, or http://127.0.0.1 / http://[::1] / http://localhost for a native app"
+        )),
+        scheme if scheme.contains('.') => Ok(()),
+        _ => Err(format!(
+            "redirect URI {uri:?} must use https, http on a loopback address, or a reverse-domain private-use scheme"
+        )),
+    }
+}
+
+/// Exact match, except that a loopback http redirect matches on any port (RFC 8252 §7.3): native clients
+/// pick a free port each time they sign in.
+pub fn redirect_matches(registered: &str, requested: &str) -> bool {
+    if registered == requested {
+        return true;
+    }
+    let (Ok(a), Ok(b)) = (Url::parse(registered), Url::parse(requested)) else {
+        return false;
+    };
+    a.scheme() == "http"
+        && b.scheme() == "http"
+        && a.host_str().is_some_and(is_loopback_host)
+        && a.host_str() == b.host_str()
+        && a.path() == b.path()
+        && a.query() == b.query()
+        && b.fragment().is_none()
+        && a.username() == b.username()
+        && a.password().is_none()
+        && b.password().is_none()
+}
+
+/// The host (or scheme, for a private-use URI) the person will be sent back to, for the consent page.
+pub fn redirect_target_label(uri: &str) -> String {
+    match Url::parse(uri) {
+        Ok(url) => match url.host_str() {
+            Some(host) if is_loopback_host(host) => format!("{host} (an app on this computer)"),
+            Some(host) => host.to_owned(),
+            None => format!("{}: (an app on this computer)", url.scheme()),
+        },
+        Err(_) => uri.chars().take(100).collect(),
+    }
+}
+
+// ------------------------------------------------------------------ registration (RFC 7591)
+
+#[derive(Debug, Deserialize)]
+struct RegistrationRequest {
+    redirect_uris: Option<Vec<String>>,
+    client_name: Option<String>,
+    client_uri: Option<String>,
+    logo_uri: Option<String>,
+    token_endpoint_auth_method: Option<String>,
+    grant_types: Option<Vec<String>>,
+    response_types: Option<Vec<String>>,
+    application_type: Option<String>,
+    scope: Option<String>,
+    software_id: Option<String>,
+    software_version: Option<String>,
+}
+
+fn invalid_metadata(description: impl Into<String>) -> ApiError {
+    oauth_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_client_metadata",
+        description,
+    )
+}
+
+fn invalid_redirect(description: impl Into<String>) -> ApiError {
+    oauth_error(StatusCode::BAD_REQUEST, "invalid_redirect_uri", description)
+}
+
+/// Checks the fields both registration and metadata documents carry, filling RFC 7591 defaults.
+fn checked_metadata(
+    request: RegistrationRequest,
+    default_auth: &str,
+) -> Result<ClientMetadata, ApiError> {
+    let redirect_uris = request.redirect_uris.unwrap_or_default();
+    if redirect_uris.is_empty() {
+        return Err(invalid_redirect(
+            "redirect_uris is required and must not be empty",
+        ));
+    }
+    if redirect_uris.len() > MAX_REDIRECT_URIS {
+        return Err(invalid_redirect(format!(
+            "at most {MAX_REDIRECT_URIS} redirect_uris"
+        )));
+    }
+    for uri in &redirect_uris {
+        validate_redirect_uri(uri).map_err(invalid_redirect)?;
+    }
+    let token_endpoint_auth_method = request
+        .token_endpoint_auth_method
+        .unwrap_or_else(|| default_auth.to_owned());
+    if !AUTH_METHODS.contains(&token_endpoint_auth_method.as_str()) {
+        return Err(invalid_metadata(format!(
+            "token_endpoint_auth_method {token_endpoint_auth_method:?} is not supported; use one of {}",
+            AUTH_METHODS.join(", ")
+        )));
+    }
+    // Refresh tokens are issued to every client, so the default grant list says so.
+    let grant_types = request
+        .grant_types
+        .unwrap_or_else(|| vec!["authorization_code".into(), "refresh_token".into()]);
+    if let Some(bad) = grant_types
+        .iter()
+        .find(|g| !matches!(g.as_str(), "authorization_code" | "refresh_token"))
+    {
+        return Err(invalid_metadata(format!(
+            "grant type {bad:?} is not supported; use authorization_code and refresh_token"
+        )));
+    }
+    let response_types = request
+        .response_types
+        .unwrap_or_else(|| vec!["code".into()]);
+    if response_types.iter().any(|r| r != "code") {
+        return Err(invalid_metadata(
+            "only the response type \"code\" is supported",
+        ));
+    }
+    if let Some(kind) = &request.application_type
+        && !matches!(kind.as_str(), "native" | "web")
+    {
+        return Err(invalid_metadata(
+            "application_type must be \"native\" or \"web\"",
+        ));
+    }
+    let short = |field: &str, value: Option<String>| -> Result<Option<String>, ApiError> {
+        match value {
+            Some(v) if v.chars().count() > MAX_NAME_LEN => Err(invalid_metadata(format!(
+                "{field} is longer than {MAX_NAME_LEN} characters"
+            ))),
+            other => Ok(other),
+        }
+    };
+    let uri_field = |field: &str, value: Option<String>| -> Result<Option<String>, ApiError> {
+        match value {
+            Some(v) if v.len() > MAX_URI_LEN || Url::parse(&v).is_err() => {
+                Err(invalid_metadata(format!("{field} must be an absolute URL")))
+            }
+            other => Ok(other),
+        }
+    };
+    Ok(ClientMetadata {
+        redirect_uris,
+        client_name: short("client_name", request.client_name)?,
+        client_uri: uri_field("client_uri", request.client_uri)?,
+        logo_uri: uri_field("logo_uri", request.logo_uri)?,
+        token_endpoint_auth_method,
+        grant_types,
+        response_types,
+        application_type: request.application_type,
+        scope: short("scope", request.scope)?,
+        software_id: short("software_id", request.software_id)?,
+        software_version: short("software_version", request.software_version)?,
+    })
+}
+
+fn oauth_state(state: &AppState) -> Result<&OAuth, ApiError> {
+    state.oauth.as_ref().ok_or_else(|| {
+        oauth_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "OAuth is not enabled on this server",
+        )
+    })
+}
+
+/// `POST /register`.
+pub async fn register(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let oauth = oauth_state(&state)?;
+    let request: RegistrationRequest = serde_json::from_slice(&body).map_err(|e| {
+        invalid_metadata(format!(
+            "the body must be a JSON client metadata object: {e}"
+        ))
+    })?;
+    // RFC 7591 §2: the default is client_secret_basic.
+    let metadata = checked_metadata(request, "client_secret_basic")?;
+    let now = now_ms();
+    let client_id = oauth.keys.token(CLIENT_ID_PREFIX)?;
+    let registration_token = oauth.keys.token(REGISTRATION_TOKEN_PREFIX)?;
+    let secret = if metadata.token_endpoint_auth_method == "none" {
+        None
+    } else {
+        Some(oauth.keys.token(CLIENT_SECRET_PREFIX)?)
+    };
+    let row = ClientRow {
+        client_id: client_id.clone(),
+        kind: "dcr".into(),
+        metadata: serde_json::to_string(&metadata)
+            .map_err(|e| OAuthError::Internal(e.to_string()))?,
+        secret_hash: secret.as_deref().map(hash),
+        registration_token_hash: Some(hash(&registration_token)),
+        created_at_ms: now,
+        expires_at_ms: None,
+    };
+    state
+        .store
+        .insert_client(&row)
+        .await
+        .map_err(OAuthError::from)?;
+    oauth.maybe_purge(&state.store).await;
+    tracing::info!(
+        client_id = %client_id,
+        client_name = metadata.client_name.as_deref().unwrap_or("-"),
+        auth_method = %metadata.token_endpoint_auth_method,
+        "oauth client registered"
+    );
+    let mut body = registration_body(oauth, &client_id, &metadata, now);
+    body["registration_access_token"] = json!(registration_token);
+    if let Some(secret) = secret {
+        body["client_secret"] = json!(secret);
+        body["client_secret_expires_at"] = json!(0);
+    }
+    Ok((StatusCode::CREATED, no_store(), axum::Json(body)).into_response())
+}
+
+fn registration_body(
+    oauth: &OAuth,
+    client_id: &str,
+    metadata: &ClientMetadata,
+    issued_ms: i64,
+) -> Value {
+    let mut body = serde_json::to_value(metadata).unwrap_or_else(|_| json!({}));
+    body["client_id"] = json!(client_id);
+    body["client_id_issued_at"] = json!(issued_ms / 1000);
+    body["registration_client_uri"] = json!(format!("{}/register/{client_id}", oauth.issuer));
+    body
+}
+
+pub fn no_store() -> [(header::HeaderName, &'static str); 2] {
+    [
+        (header::CACHE_CONTROL, "no-store"),
+        (header::PRAGMA, "no-cache"),
+    ]
+}
+
+/// Checks the registration access token of RFC 7592 and returns the stored client.
+async fn registered_client(
+    state: &AppState,
+    client_id: &str,
+    headers: &HeaderMap,
+) -> Result<ClientRow, ApiError> {
+    let denied = || {
+        oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "send the registration_access_token from the registration response as a bearer token",
+        )
+    };
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .ok_or_else(denied)?;
+    let row = state
+        .store
+        .get_client(client_id)
+        .await
+        .map_err(OAuthError::from)?;
+    match row {
+        Some(row)
+            if row.kind == "dcr"
+                && row
+                    .registration_token_hash
+                    .as_deref()
+                    .is_some_and(|stored| same(stored, &hash(token))) =>
+        {
+            Ok(row)
+        }
+        _ => Err(denied()),
+    }
+}
+
+/// `GET /register/{client_id}` (RFC 7592 §2.1).
+pub async fn read_registration(
+    State(state): State<AppState>,
+    Path(client_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let oauth = oauth_state(&state)?;
+    let row = registered_client(&state, &client_id, &headers).await?;
+    let client = Client::from_row(row.clone())?;
+    let body = registration_body(oauth, &client.id, &client.metadata, row.created_at_ms);
+    Ok((StatusCode::OK, no_store(), axum::Json(body)).into_response())
+}
+
+/// `DELETE /register/{client_id}` (RFC 7592 §2.3): the client and its sessions go.
+pub async fn delete_registration(
+    State(state): State<AppState>,
+    Path(client_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    oauth_state(&state)?;
+    registered_client(&state, &client_id, &headers).await?;
+    state
+        .store
+        .delete_client(&client_id, now_ms())
+        .await
+        .map_err(OAuthError::from)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ------------------------------------------------------------------ client ID metadata documents
+
+/// The client used only for metadata documents: no redirects, tight timeouts, and a resolver that refuses
+/// private addresses, so a `client_id` cannot make the server probe its own network.
+pub fn metadata_document_client(allow_loopback: bool) -> Result<reqwest::Client, OAuthError> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(METADATA_CONNECT_TIMEOUT)
+        .timeout(METADATA_FETCH_TIMEOUT)
+        .dns_resolver(Arc::new(PublicOnlyResolver { allow_loopback }))
+        .user_agent(concat!("polytomic-mcp/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| OAuthError::Internal(format!("metadata document client: {e}")))
+}
+
+struct PublicOnlyResolver {
+    allow_loopback: bool,
+}
+
+impl reqwest::dns::Resolve for PublicOnlyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_loopback = self.allow_loopback;
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|addr| address_allowed(addr.ip(), allow_loopback))
+                .collect();
+            if addrs.is_empty() {
+                return Err(format!("{host} resolves to no public address").into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// Globally routable unicast only (plus loopback in tests).
+pub fn address_allowed(ip: IpAddr, allow_loopback: bool) -> bool {
+    if ip.is_loopback() {
+        return allow_loopback;
+    }
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_multicast()
+                || a == 0
+                || a >= 240
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return address_allowed(IpAddr::V4(v4), allow_loopback);
+            }
+            let first = v6.segments()[0];
+            !(v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+fn document_error(message: impl Into<String>) -> ClientError {
+    ClientError::MetadataDocument(message.into())
+}
+
+async fn fetch_metadata_document(
+    oauth: &OAuth,
+    client_id: &str,
+) -> Result<(ClientMetadata, i64), ClientError> {
+    let url = Url::parse(client_id).map_err(|_| document_error("client_id is not a URL"))?;
+    // The URL must be in canonical form (no dot segments, no default port spelled out), since the document
+    // must repeat it byte for byte.
+    if url.as_str() != client_id {
+        return Err(document_error("client_id is not in canonical URL form"));
+    }
+    if url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+        return Err(document_error(
+            "client_id must not carry a fragment or credentials",
+        ));
+    }
+    if url.path() == "/" || url.path().is_empty() {
+        return Err(document_error("client_id must have a path"));
+    }
+    let host = url.host_str().unwrap_or_default();
+    let loopback = is_loopback_host(host);
+    match url.scheme() {
+        "https" => {}
+        "http" if oauth.cimd_allow_http_loopback && loopback => {}
+        _ => return Err(document_error("client_id must be an https URL")),
+    }
+    if let Ok(ip) = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        && !address_allowed(ip, oauth.cimd_allow_http_loopback)
+    {
+        return Err(document_error("client_id points at a private address"));
+    }
+    let response = oauth
+        .cimd_http
+        .get(url.clone())
+        .header(header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(|e| document_error(format!("fetching it failed ({})", without_url(&e))))?;
+    if response.status() != StatusCode::OK {
+        return Err(document_error(format!(
+            "fetching it answered {}",
+            response.status()
+        )));
+    }
+    let ttl_ms = cache_ttl_ms(response.headers());
+    let mut response = response;
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| document_error(format!("reading it failed ({})", without_url(&e))))?
+    {
+        if body.len() + chunk.len() > MAX_METADATA_DOCUMENT {
+            return Err(document_error(format!(
+                "it is larger than {MAX_METADATA_DOCUMENT} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let document: Value = serde_json::from_slice(&body)
+        .map_err(|e| document_error(format!("it is not JSON ({e})")))?;
+    if document.get("client_id").and_then(Value::as_str) != Some(client_id) {
+        return Err(document_error(
+            "its client_id does not equal the URL it was fetched from",
+        ));
+    }
+    if document.get("client_secret").is_some() || document.get("client_secret_expires_at").is_some()
+    {
+        return Err(document_error("it must not contain a client secret"));
+    }
+    let request: RegistrationRequest = serde_json::from_value(document)
+        .map_err(|e| document_error(format!("a field has the wrong type ({e})")))?;
+    if let Some(method) = request.token_endpoint_auth_method.as_deref()
+        && method != "none"
+    {
+        return Err(document_error(format!(
+            "token_endpoint_auth_method {method:?} is not supported for metadata documents; use \"none\""
+        )));
+    }
+    let metadata = checked_metadata(request, "none").map_err(|e| document_error(e.to_string()))?;
+    Ok((metadata, ttl_ms))
+}
+
+/// reqwest's error text may repeat the URL; the URL is the client's own, but keep messages short.
+fn without_url(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    if let Some(url) = error.url() {
+        text = text.replace(url.as_str(), "client_id");
+    }
+    text
+}
+
+/// `Cache-Control: max-age`, bounded; an hour when absent.
+fn cache_ttl_ms(headers: &HeaderMap) -> i64 {
+    let max_age = headers
+        .get(header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split(',')
+                .filter_map(|d| d.trim().strip_prefix("max-age="))
+                .find_map(|s| s.trim().parse::<i64>().ok())
+        });
+    match max_age {
+        Some(secs) => secs
+            .saturating_mul(1000)
+            .clamp(METADATA_CACHE_MIN_MS, METADATA_CACHE_MAX_MS),
+        None => METADATA_CACHE_DEFAULT_MS,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_uri_rules() {
+        for ok in [
+            "https://claude.ai/api/mcp/auth_callback",
+            "https://claude.com/api/mcp/auth_callback",
+            "http://localhost:33418/callback",
+            "http://127.0.0.1:1455/callback/abc",
+            "http://[::1]:8080/cb",
+            "com.example.app:/oauth2redirect",
+        ] {
+            assert!(validate_redirect_uri(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://example.com/cb",
+            "https://claude.ai/cb#frag",
+            "javascript:alert(1)",
+            "not a url",
+            "ftp://example.com/",
+        ] {
+            assert!(validate_redirect_uri(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn loopback_redirects_match_on_any_port_and_nothing_else() {
+        let registered = "http://127.0.0.1:1455/callback";
+        assert!(redirect_matches(
+            registered,
+            "http://127.0.0.1:50123/callback"
+        ));
+        assert!(redirect_matches(registered, "http://127.0.0.1/callback"));
+        assert!(!redirect_matches(
+            registered,
+            "http://127.0.0.1:50123/other"
+        ));
+        assert!(!redirect_matches(
+            registered,
+            "http://localhost:50123/callback"
+        ));
+        assert!(!redirect_matches(
+            "https://claude.ai/api/mcp/auth_callback",
+            "https://claude.ai:8443/api/mcp/auth_callback"
+        ));
+        assert!(redirect_matches(
+            "https://claude.ai/api/mcp/auth_callback",
+            "https://claude.ai/api/mcp/auth_callback"
+        ));
+    }
+
+    #[test]
+    fn private_addresses_are_refused() {
+        for ip in [
+            "10.0.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!address_allowed(ip.parse().unwrap(), false), "{ip}");
+        }
+        assert!(address_allowed("93.184.216.34".parse().unwrap(), false));
+        assert!(address_allowed("127.0.0.1".parse().unwrap(), true));
+    }
+
+    #[test]
+    fn cache_lifetime_is_bounded() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(cache_ttl_ms(&headers), METADATA_CACHE_DEFAULT_MS);
+        headers.insert(header::CACHE_CONTROL, "public, max-age=1".parse().unwrap());
+        assert_eq!(cache_ttl_ms(&headers), METADATA_CACHE_MIN_MS);
+        headers.insert(header::CACHE_CONTROL, "max-age=999999999".parse().unwrap());
+        assert_eq!(cache_ttl_ms(&headers), METADATA_CACHE_MAX_MS);
+    }
+}

@@ -1,0 +1,57 @@
+//! Discovery: protected resource metadata (RFC 9728) and authorization server metadata (RFC 8414). Both name
+//! only this origin, so a client never has to trust a second host.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::header;
+use serde_json::json;
+
+use super::clients::AUTH_METHODS;
+use crate::state::AppState;
+
+/// Discovery documents change only with configuration; let clients cache them briefly.
+const CACHE: &str = "public, max-age=300";
+
+/// `GET /.well-known/oauth-protected-resource[/mcp]`.
+pub async fn protected_resource(State(state): State<AppState>) -> Response {
+    let Some(oauth) = state.oauth.as_ref() else {
+        return crate::http::not_found_response();
+    };
+    let mut body = json!({
+        "resource": oauth.resource,
+        "authorization_servers": [oauth.issuer],
+        "bearer_methods_supported": ["header"],
+        "resource_name": "Polytomic MCP server",
+    });
+    if !oauth.scopes.is_empty() {
+        body["scopes_supported"] = json!(oauth.scopes);
+    }
+    ([(header::CACHE_CONTROL, CACHE)], axum::Json(body)).into_response()
+}
+
+/// `GET /.well-known/oauth-authorization-server`.
+pub async fn authorization_server(State(state): State<AppState>) -> Response {
+    let Some(oauth) = state.oauth.as_ref() else {
+        return crate::http::not_found_response();
+    };
+    let issuer = &oauth.issuer;
+    let mut body = json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/authorize"),
+        "token_endpoint": format!("{issuer}/token"),
+        "registration_endpoint": format!("{issuer}/register"),
+        "revocation_endpoint": format!("{issuer}/revoke"),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": AUTH_METHODS,
+        "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
+        "client_id_metadata_document_supported": true,
+        "authorization_response_iss_parameter_supported": true,
+    });
+    if !oauth.scopes.is_empty() {
+        body["scopes_supported"] = json!(oauth.scopes);
+    }
+    ([(header::CACHE_CONTROL, CACHE)], axum::Json(body)).into_response()
+}

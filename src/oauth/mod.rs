@@ -1,0 +1,228 @@
+//! The OAuth authorization server on the MCP origin, and the resource-server side of `/mcp`.
+//!
+//! The server issues its own tokens and delegates the person's sign-in to Polytomic's OAuth provider
+//! (`POLYTOMIC_OAUTH_*`). A flow reads top-down:
+//! [`metadata`] (discovery) → [`clients`] (DCR, CIMD) → [`authorize`] (consent page, upstream redirect,
+//! callback) → [`token`] (codes, refresh rotation, revocation) → [`resource`] (checking a token on `/mcp`).
+//! Every piece of state lives in the store, so any replica can serve any step.
+
+pub mod authorize;
+pub mod clients;
+pub mod keys;
+pub mod metadata;
+pub mod provider;
+pub mod resource;
+pub mod token;
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use http::StatusCode;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::{Store, StoreError};
+
+pub use keys::{Keys, install_jwt_provider};
+pub use provider::Provider;
+
+/// Prefix of every access token this server issues; any other bearer token is a Polytomic API key.
+pub const ACCESS_TOKEN_PREFIX: &str = "pmcp_at_";
+pub const REFRESH_TOKEN_PREFIX: &str = "pmcp_rt_";
+pub const CODE_PREFIX: &str = "pmcp_ac_";
+pub const CLIENT_ID_PREFIX: &str = "pmcp_client_";
+pub const CLIENT_SECRET_PREFIX: &str = "pmcp_cs_";
+pub const REGISTRATION_TOKEN_PREFIX: &str = "pmcp_reg_";
+
+/// How long a consent page and the upstream sign-in may take.
+const PENDING_TTL_MS: i64 = 15 * 60 * 1000;
+/// Authorization codes are exchanged at once by real clients; two minutes leaves room for a slow network.
+const CODE_TTL_MS: i64 = 2 * 60 * 1000;
+/// A refresh token (and its session) lives this long after its last use.
+const REFRESH_TTL_MS: i64 = 30 * 24 * 60 * 60 * 1000;
+/// Expired rows are deleted at most this often per process.
+const PURGE_EVERY_MS: i64 = 10 * 60 * 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OAuthError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Internal(String),
+    #[error("the Polytomic sign-in service failed: {0}")]
+    Provider(String),
+}
+
+impl From<OAuthError> for ApiError {
+    fn from(error: OAuthError) -> Self {
+        // Details go to the log (inside the request span); the client learns only that the server failed.
+        tracing::error!(%error, "oauth internal error");
+        match error {
+            OAuthError::Provider(_) => oauth_error(
+                StatusCode::BAD_GATEWAY,
+                "temporarily_unavailable",
+                "the Polytomic sign-in service could not be reached; try again",
+            ),
+            _ => oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "the authorization server failed; try again",
+            ),
+        }
+    }
+}
+
+/// An RFC 6749 error response.
+pub fn oauth_error(
+    status: StatusCode,
+    error: &'static str,
+    description: impl Into<String>,
+) -> ApiError {
+    ApiError::OAuth {
+        status,
+        error,
+        description: description.into(),
+    }
+}
+
+/// Everything the OAuth endpoints share, built once at start-up when OAuth is on.
+#[derive(Debug)]
+pub struct OAuth {
+    /// `PUBLIC_URL` without a trailing slash: the `iss` of our tokens and of authorization responses.
+    pub issuer: String,
+    /// `{PUBLIC_URL}/mcp`: the only `resource` and `aud` accepted.
+    pub resource: String,
+    pub resource_metadata_url: String,
+    /// Scopes requested upstream and advertised to clients (from POLYTOMIC_OAUTH_SCOPES).
+    pub scopes: Vec<String>,
+    pub keys: Keys,
+    pub provider: Provider,
+    pub access_ttl: Duration,
+    /// Test and development only: accept `http://` loopback client id URLs for metadata documents.
+    pub cimd_allow_http_loopback: bool,
+    cimd_http: reqwest::Client,
+    last_purge_ms: AtomicI64,
+}
+
+impl OAuth {
+    /// `None` when OAuth is off (the upstream provider is not configured).
+    pub async fn from_config(
+        config: &Config,
+        public_url: &url::Url,
+        store: &Store,
+        http: reqwest::Client,
+    ) -> Result<Option<Self>, OAuthError> {
+        if !config.oauth_enabled() {
+            return Ok(None);
+        }
+        install_jwt_provider();
+        let issuer = public_url.as_str().trim_end_matches('/').to_owned();
+        let keys = Keys::load(config.signing_key.as_ref(), store).await?;
+        let scopes = parse_scopes(config.oauth_scopes.as_deref());
+        let provider = Provider::from_config(config, &issuer, &scopes, http)?;
+        let cimd_http = clients::metadata_document_client(config.oauth_cimd_allow_http_loopback)?;
+        Ok(Some(Self {
+            resource: format!("{issuer}/mcp"),
+            resource_metadata_url: format!("{issuer}/.well-known/oauth-protected-resource/mcp"),
+            issuer,
+            scopes,
+            keys,
+            provider,
+            access_ttl: Duration::from_secs(config.oauth_access_token_ttl_secs),
+            cimd_allow_http_loopback: config.oauth_cimd_allow_http_loopback,
+            cimd_http,
+            last_purge_ms: AtomicI64::new(0),
+        }))
+    }
+
+    pub fn scope_string(&self) -> Option<String> {
+        (!self.scopes.is_empty()).then(|| self.scopes.join(" "))
+    }
+
+    /// Deletes expired rows now and then; cheap enough to call from any endpoint that creates rows.
+    pub async fn maybe_purge(&self, store: &Store) {
+        let now = now_ms();
+        let last = self.last_purge_ms.load(Ordering::Relaxed);
+        if now - last < PURGE_EVERY_MS
+            || self
+                .last_purge_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        if let Err(error) = store.purge_oauth(now).await {
+            tracing::warn!(%error, "purging expired OAuth rows failed");
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// POLYTOMIC_OAUTH_SCOPES may be space- or comma-separated.
+fn parse_scopes(value: Option<&str>) -> Vec<String> {
+    let mut scopes: Vec<String> = value
+        .unwrap_or_default()
+        .split([' ', ','])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    scopes.dedup();
+    scopes
+}
+
+/// The OAuth routes; mounted only when OAuth is on, so that with it off every one of them is a 404.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(metadata::protected_resource),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            get(metadata::protected_resource),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(metadata::authorization_server),
+        )
+        .route("/register", post(clients::register))
+        .route(
+            "/register/{client_id}",
+            get(clients::read_registration).delete(clients::delete_registration),
+        )
+        .route(
+            "/authorize",
+            get(authorize::authorize).post(authorize::consent),
+        )
+        .route("/oauth/callback", get(authorize::callback))
+        .route("/token", post(token::token))
+        .route("/revoke", post(token::revoke))
+}
+
+/// True for the paths browser-based clients call cross-origin (discovery, registration, token, revocation).
+pub fn is_cors_open_path(path: &str) -> bool {
+    path.starts_with("/.well-known/oauth-")
+        || matches!(path, "/token" | "/register" | "/revoke")
+        || path.starts_with("/register/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_split_on_spaces_and_commas() {
+        assert_eq!(
+            parse_scopes(Some("read write, admin")),
+            ["read", "write", "admin"]
+        );
+        assert!(parse_scopes(None).is_empty());
+    }
+}

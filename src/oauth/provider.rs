@@ -1,0 +1,280 @@
+//! The upstream (Polytomic) OAuth provider, through the `oauth2` crate: the authorize redirect with our own
+//! PKCE, the code exchange, refreshes, and `GET /api/me` to learn who signed in. `oauth2` 5 is built for
+//! reqwest 0.12, so its requests go through a small adapter onto the server's one reqwest 0.13 client instead
+//! of pulling a second HTTP stack.
+
+use std::time::Duration;
+
+use oauth2::basic::{BasicClient, BasicErrorResponseType};
+use oauth2::{
+    AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope,
+    TokenResponse, TokenUrl,
+};
+use serde_json::Value;
+use url::Url;
+
+use super::OAuthError;
+use crate::config::Config;
+use crate::secret::Secret;
+
+/// Upper bound for one call to the provider (token exchange, refresh, `/api/me`).
+const PROVIDER_TIMEOUT: Duration = Duration::from_secs(15);
+/// Token and `/api/me` answers are small; anything larger is not what we asked for.
+const MAX_PROVIDER_RESPONSE: usize = 256 * 1024;
+
+type ConfiguredClient =
+    BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
+
+pub struct Provider {
+    client: ConfiguredClient,
+    scopes: Vec<String>,
+    http: reqwest::Client,
+    me_url: String,
+    api_version: String,
+    /// `{PUBLIC_URL}/oauth/callback`: the redirect URI to register with the provider.
+    pub redirect_uri: String,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("redirect_uri", &self.redirect_uri)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Tokens from the provider.
+pub struct ProviderTokens {
+    pub access: Secret,
+    pub refresh: Option<Secret>,
+    pub expires_in: Option<Duration>,
+}
+
+/// Why a token request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider refused the code or refresh token: the person must sign in again.
+    #[error("the provider refused the grant: {0}")]
+    InvalidGrant(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<ProviderError> for OAuthError {
+    fn from(error: ProviderError) -> Self {
+        OAuthError::Provider(error.to_string())
+    }
+}
+
+/// The person and organization behind an upstream token.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user_id: String,
+    pub organization_id: Option<String>,
+    pub organization_name: Option<String>,
+    pub email: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HttpError(String);
+
+impl Provider {
+    pub fn from_config(
+        config: &Config,
+        issuer: &str,
+        scopes: &[String],
+        http: reqwest::Client,
+    ) -> Result<Self, OAuthError> {
+        let (Some(authorize), Some(token), Some(client_id)) = (
+            config.oauth_authorize_url.as_ref(),
+            config.oauth_token_url.as_ref(),
+            config.oauth_client_id.as_ref(),
+        ) else {
+            return Err(OAuthError::Internal(
+                "OAuth provider is not configured".into(),
+            ));
+        };
+        let redirect_uri = format!("{issuer}/oauth/callback");
+        let redirect = RedirectUrl::new(redirect_uri.clone())
+            .map_err(|e| OAuthError::Internal(format!("bad callback URL: {e}")))?;
+        let mut client = BasicClient::new(ClientId::new(client_id.clone()))
+            .set_auth_uri(AuthUrl::from_url(authorize.clone()))
+            .set_token_uri(TokenUrl::from_url(token.clone()))
+            .set_redirect_uri(redirect);
+        if let Some(secret) = &config.oauth_client_secret {
+            client = client.set_client_secret(ClientSecret::new(secret.expose().to_owned()));
+        }
+        let me_url = format!("{}/api/me", config.base_url.as_str().trim_end_matches('/'));
+        Ok(Self {
+            client,
+            scopes: scopes.to_vec(),
+            http,
+            me_url,
+            api_version: config.api_version.clone(),
+            redirect_uri,
+        })
+    }
+
+    /// Where to send the person's browser once they approved: the provider's authorize URL with our state
+    /// and our own PKCE challenge.
+    pub fn authorize_url(&self, state: &str, verifier: &str) -> Url {
+        let verifier = PkceCodeVerifier::new(verifier.to_owned());
+        let state = state.to_owned();
+        let (url, _) = self
+            .client
+            .authorize_url(move || CsrfToken::new(state))
+            .add_scopes(self.scopes.iter().cloned().map(Scope::new))
+            .set_pkce_challenge(PkceCodeChallenge::from_code_verifier_sha256(&verifier))
+            .url();
+        url
+    }
+
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        verifier: &Secret,
+    ) -> Result<ProviderTokens, ProviderError> {
+        let send = self.sender();
+        let response = self
+            .client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .set_pkce_verifier(PkceCodeVerifier::new(verifier.expose().to_owned()))
+            .request_async(&send)
+            .await;
+        tokens(response)
+    }
+
+    pub async fn refresh(&self, refresh: &Secret) -> Result<ProviderTokens, ProviderError> {
+        let send = self.sender();
+        let token = RefreshToken::new(refresh.expose().to_owned());
+        let response = self
+            .client
+            .exchange_refresh_token(&token)
+            .request_async(&send)
+            .await;
+        tokens(response)
+    }
+
+    /// `GET /api/me` with the upstream token: the user and the organization the credential belongs to.
+    pub async fn identity(&self, access: &Secret) -> Result<Identity, OAuthError> {
+        let response = self
+            .http
+            .get(&self.me_url)
+            .bearer_auth(access.expose())
+            .header("x-polytomic-version", &self.api_version)
+            .header(http::header::ACCEPT, "application/json")
+            .timeout(PROVIDER_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| OAuthError::Provider(format!("GET /api/me: {e}")))?;
+        let status = response.status();
+        let body = read_capped(response)
+            .await
+            .map_err(|e| OAuthError::Provider(format!("GET /api/me: {e}")))?;
+        if !status.is_success() {
+            return Err(OAuthError::Provider(format!(
+                "GET /api/me answered {status}"
+            )));
+        }
+        let value: Value = serde_json::from_slice(&body)
+            .map_err(|e| OAuthError::Provider(format!("GET /api/me: not JSON ({e})")))?;
+        let data = value.get("data").unwrap_or(&value);
+        let text = |key: &str| {
+            data.get(key).and_then(|v| match v {
+                Value::String(s) if !s.is_empty() => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+        };
+        let user_id = text("id")
+            .ok_or_else(|| OAuthError::Provider("GET /api/me: no user id in the answer".into()))?;
+        Ok(Identity {
+            user_id,
+            organization_id: text("organization_id"),
+            organization_name: text("organization_name"),
+            email: text("email"),
+        })
+    }
+
+    /// Adapts oauth2's request type onto our reqwest client.
+    fn sender(
+        &self,
+    ) -> impl Fn(
+        oauth2::HttpRequest,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<oauth2::HttpResponse, HttpError>> + Send>,
+    > + use<> {
+        let http = self.http.clone();
+        move |request: oauth2::HttpRequest| {
+            let http = http.clone();
+            Box::pin(async move {
+                let (parts, body) = request.into_parts();
+                let response = http
+                    .request(parts.method, parts.uri.to_string())
+                    .headers(parts.headers)
+                    .body(body)
+                    .timeout(PROVIDER_TIMEOUT)
+                    .send()
+                    .await
+                    .map_err(|e| HttpError(e.to_string()))?;
+                let status = response.status();
+                let headers = response.headers().clone();
+                let body = read_capped(response).await.map_err(HttpError)?;
+                let mut builder = http::Response::builder().status(status);
+                if let Some(target) = builder.headers_mut() {
+                    *target = headers;
+                }
+                builder.body(body).map_err(|e| HttpError(e.to_string()))
+            })
+        }
+    }
+}
+
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > MAX_PROVIDER_RESPONSE {
+            return Err(format!("answer larger than {MAX_PROVIDER_RESPONSE} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn tokens<T: TokenResponse>(
+    response: Result<
+        T,
+        RequestTokenError<HttpError, oauth2::StandardErrorResponse<BasicErrorResponseType>>,
+    >,
+) -> Result<ProviderTokens, ProviderError> {
+    match response {
+        Ok(token) => Ok(ProviderTokens {
+            access: Secret::new(token.access_token().secret().clone()),
+            refresh: token
+                .refresh_token()
+                .map(|r| Secret::new(r.secret().clone())),
+            expires_in: token.expires_in(),
+        }),
+        Err(RequestTokenError::ServerResponse(error))
+            if matches!(error.error(), BasicErrorResponseType::InvalidGrant) =>
+        {
+            Err(ProviderError::InvalidGrant(
+                error.error_description().cloned().unwrap_or_default(),
+            ))
+        }
+        // The provider's error text never includes our secrets; the HTTP error text names only the URL.
+        Err(RequestTokenError::ServerResponse(error)) => Err(ProviderError::Failed(format!(
+            "token endpoint answered {}",
+            error.error()
+        ))),
+        Err(RequestTokenError::Request(error)) => Err(ProviderError::Failed(format!(
+            "token endpoint unreachable: {error}"
+        ))),
+        Err(RequestTokenError::Parse(error, _)) => Err(ProviderError::Failed(format!(
+            "token endpoint answer not understood: {error}"
+        ))),
+        Err(RequestTokenError::Other(message)) => Err(ProviderError::Failed(message)),
+    }
+}

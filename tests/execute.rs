@@ -1,0 +1,236 @@
+//! `execute` as a safe proxy: retries, timeouts, size caps, projections, schema checks, and the refusals
+//! that prove nothing reached Polytomic.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestApp, call, text_of};
+use serde_json::json;
+
+const KEY: &str = "pk_test_execute_0123456789";
+
+#[tokio::test]
+async fn idempotent_calls_are_retried_on_503_and_succeed() {
+    let app = TestApp::spawn().await;
+    let client = app.client(KEY, &[]).await;
+    let result = call(
+        &client,
+        "execute",
+        json!({"method": "GET", "path": "/api/bulk/syncs/flaky"}),
+    )
+    .await;
+    assert_ne!(result.is_error, Some(true), "{}", text_of(&result));
+    assert_eq!(
+        result.structured_content.unwrap()["body"]["data"]["attempt"],
+        3
+    );
+    assert_eq!(app.upstream.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn a_retried_post_reuses_its_idempotency_key() {
+    let app = TestApp::spawn().await;
+    let client = app.client(KEY, &[]).await;
+    let result = call(
+        &client,
+        "execute",
+        json!({"method": "POST", "path": "/api/bulk/syncs/b-1/executions", "body": {}}),
+    )
+    .await;
+    assert_ne!(result.is_error, Some(true), "{}", text_of(&result));
+    assert_eq!(result.structured_content.unwrap()["status"], 201);
+    let seen = app.upstream.requests();
+    assert_eq!(seen.len(), 2, "one retry after the 502");
+    let keys: Vec<&str> = seen
+        .iter()
+        .map(|r| r.headers["idempotency-key"].to_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys[0], keys[1],
+        "the same key on both attempts, so Polytomic runs it once"
+    );
+}
+
+#[tokio::test]
+async fn a_long_retry_after_is_handed_to_the_agent_with_rate_limit_headers() {
+    let app = TestApp::spawn().await;
+    let client = app.client(KEY, &[]).await;
+    let started = Instant::now();
+    let result = call(
+        &client,
+        "execute",
+        json!({"method": "GET", "path": "/api/models"}),
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "no 30 s wait inside the server"
+    );
+    assert_eq!(result.is_error, Some(true));
+    let structured = result.structured_content.clone().unwrap();
+    assert_eq!(structured["status"], 429);
+    assert_eq!(structured["rate_limit"]["retry-after"], "30");
+    assert_eq!(structured["rate_limit"]["x-ratelimit-remaining"], "0");
+    assert!(text_of(&result).contains("slow down") && text_of(&result).contains("Wait"));
+    assert_eq!(app.upstream.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_stalled_upstream_ends_in_a_clear_error_before_the_client_gives_up() {
+    let app = TestApp::spawn_with(&["--upstream-timeout-ms", "800"]).await;
+    let client = app.client(KEY, &[]).await;
+    let started = Instant::now();
+    let result = call(
+        &client,
+        "execute",
+        json!({"method": "GET", "path": "/api/connections/slow"}),
+    )
+    .await;
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
+    assert_eq!(result.is_error, Some(true));
+    let text = text_of(&result);
+    assert!(
+        text.contains("did not answer within") && text.contains("Retry once"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_5_mb_answer_comes_back_bounded_valid_and_says_how_to_get_the_rest() {
+    let app = TestApp::spawn().await;
+    let client = app.client(KEY, &[]).await;
+    let result = call(
+        &client,
+        "execute",
+        json!({"method": "GET", "path": "/api/bulk/syncs"}),
+    )
+    .await;
+    assert_ne!(result.is_error, Some(true));
+    let structured = result.structured_content.clone().unwrap();
+    let size = serde_json::to_string(&structured["body"]).unwrap().len();
+    assert!(size <= 30_000, "body is {size} characters");
+    let kept = structured["body"]["data"].as_array().unwrap().len();
+    let note = &structured["truncated"];
+    assert_eq!(note["total"], 20_000);
+    assert_eq!(note["kept"].as_u64().unwrap() as usize, kept);
+    assert!(kept > 50);
+    assert!(note["hint"].as_str().unwrap().contains("Narrow"));
+    // Claude Code caps a tool result near 25k tokens; text and structured content together stay near 60 KB.
+    let whole = serde_json::to_string(&result).unwrap().len();
+    assert!(whole < 64_000, "result is {whole} bytes");
+
+    let projected = call(
+        &client,
+        "execute",
+        json!({"method": "GET", "path": "/api/bulk/syncs", "fields": ["data.id"]}),
+    )
+    .await;
+    let structured = projected.structured_content.unwrap();
+    let first = &structured["body"]["data"][0];
+    assert_eq!(first, &json!({"id": "bulk-00000"}));
+    assert!(
+        structured["body"]["data"].as_array().unwrap().len() > kept,
+        "a projection fits more items"
+    );
+}
+
+#[tokio::test]
+async fn bodies_are_checked_against_the_schema_before_sending() {
+    let app = TestApp::spawn().await;
+    let client = app.client(KEY, &[]).await;
+    let result = call(
+        &client,
+        "execute",
+        json!({"method": "POST", "path": "/api/syncs", "body": {
+            "name": 42, "mode": "sideways", "fields": "all", "schedule": {}, "target": {}
+        }}),
+    )
+    .await;
+    assert_eq!(result.is_error, Some(true));
+    let text = text_of(&result);
+    assert!(
+        text.contains("POST /api/syncs") && text.contains("nothing was sent"),
+        "{text}"
+    );
+    assert!(
+        text.contains("body.name") && text.contains("body.mode") && text.contains("body.fields"),
+        "{text}"
+    );
+    let missing = call(
+        &client,
+        "execute",
+        json!({"method": "POST", "path": "/api/syncs", "body": {"name": "x"}}),
+    )
+    .await;
+    assert!(
+        text_of(&missing).contains("missing required field(s): fields, mode, schedule, target"),
+        "{}",
+        text_of(&missing)
+    );
+    let no_body = call(
+        &client,
+        "execute",
+        json!({"method": "GET", "path": "/api/me", "body": {"x": 1}}),
+    )
+    .await;
+    assert!(text_of(&no_body).contains("takes no request body"));
+    let bad_fields = call(
+        &client,
+        "execute",
+        json!({"method": "GET", "path": "/api/me", "fields": ["a..b"]}),
+    )
+    .await;
+    assert!(text_of(&bad_fields).contains("dotted field path"));
+    assert!(app.upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn unprocessable_entity_names_the_field() {
+    let app = TestApp::spawn().await;
+    let client = app.client(KEY, &[]).await;
+    let body = json!({"name": "x", "connection_id": "c-1", "configuration": {"query": "select"}});
+    let result = call(
+        &client,
+        "execute",
+        json!({"method": "PUT", "path": "/api/models/m-1", "body": body}),
+    )
+    .await;
+    let text = text_of(&result);
+    assert_eq!(result.is_error, Some(true));
+    assert!(
+        text.contains("422") && text.contains("invalid model") && text.contains("query"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn read_only_sessions_offer_only_read_methods_in_the_schema() {
+    let app = TestApp::spawn().await;
+    let client = app
+        .client(KEY, &[("x-polytomic-access-mode", "read-only")])
+        .await;
+    let tools = client.list_all_tools().await.unwrap();
+    let execute = tools.iter().find(|t| t.name == "execute").unwrap();
+    let methods = execute.input_schema["properties"]["method"]["enum"].clone();
+    assert_eq!(methods, json!(["GET", "HEAD"]));
+}
+
+#[tokio::test]
+async fn head_is_allowed_in_read_only_and_maps_to_the_get_operation() {
+    let app = TestApp::spawn().await;
+    let client = app
+        .client(KEY, &[("x-polytomic-access-mode", "read-only")])
+        .await;
+    let result = call(
+        &client,
+        "execute",
+        json!({"method": "HEAD", "path": "/api/me"}),
+    )
+    .await;
+    assert_ne!(result.is_error, Some(true), "{}", text_of(&result));
+    assert_eq!(app.upstream.requests()[0].method, "HEAD");
+}

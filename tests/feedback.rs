@@ -1,0 +1,428 @@
+//! Feedback: durable before the answer (even across kill -9), concurrent, rate-limited, enriched with the
+//! caller's recent calls, delivered to a webhook with retries and dead letters, and readable from the CLI.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{MockUpstream, TestApp, call, text_of};
+use polytomic_mcp::store::Store;
+use serde_json::{Value, json};
+
+const KEY: &str = "pk_test_feedback_0123456789";
+const BIN: &str = env!("CARGO_BIN_EXE_polytomic-mcp");
+
+/// Starts the real binary on port 0 and returns it with the address it logged.
+fn start_binary(database_url: &str, upstream: &str) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .env("POLYTOMIC_HTTP_PORT", "0")
+        .env("POLYTOMIC_MCP_DATABASE_URL", database_url)
+        .env("POLYTOMIC_BASE_URL", upstream)
+        .env("POLYTOMIC_MCP_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let address = loop {
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .unwrap();
+        if let Ok(event) = serde_json::from_str::<Value>(&line) {
+            if event["message"] == "listening" {
+                break event["address"].as_str().unwrap().to_owned();
+            }
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, address)
+}
+
+async fn mcp_client(
+    address: &str,
+) -> rmcp::service::RunningService<rmcp::RoleClient, rmcp::model::ClientConfig> {
+    use rmcp::ServiceExt;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let config = StreamableHttpClientTransportConfig::with_uri(format!("http://{address}/mcp"))
+        .auth_header(KEY);
+    let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
+    rmcp::model::ClientConfig::default()
+        .serve(transport)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn fifty_concurrent_submissions_acknowledged_before_kill_9_are_all_there_after_restart() {
+    let upstream = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite://{}/durable.db", dir.path().display());
+    let (mut child, address) = start_binary(&database_url, &upstream.url());
+
+    let mut tasks = Vec::new();
+    for n in 0..50 {
+        let address = address.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = mcp_client(&address).await;
+            let result = call(
+                &client,
+                "submit_mcp_feedback",
+                json!({"category": "friction", "summary": format!("concurrent report {n}"), "severity": "low"}),
+            )
+            .await;
+            assert_ne!(result.is_error, Some(true), "{}", text_of(&result));
+            result.structured_content.unwrap()["id"].as_str().unwrap().to_owned()
+        }));
+    }
+    let mut ids = Vec::new();
+    for task in tasks {
+        ids.push(task.await.unwrap());
+    }
+    // Every answer is in: kill the process without any chance to flush.
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let (mut restarted, _) = start_binary(&database_url, &upstream.url());
+    let store = Store::connect(&database_url).await.unwrap();
+    for id in &ids {
+        let record = store.get_feedback(id).await.unwrap();
+        assert!(
+            record.is_some(),
+            "{id} was acknowledged but is missing after kill -9"
+        );
+    }
+    assert_eq!(
+        store
+            .list_feedback(None, Some("friction"), 1000)
+            .await
+            .unwrap()
+            .len(),
+        50
+    );
+    restarted.kill().unwrap();
+    restarted.wait().unwrap();
+}
+
+#[tokio::test]
+async fn feedback_carries_the_callers_recent_calls_and_client() {
+    let app = TestApp::spawn().await;
+    let client = app.client(KEY, &[]).await;
+    call(
+        &client,
+        "execute",
+        json!({"method": "GET", "path": "/api/syncs/missing"}),
+    )
+    .await;
+    call(&client, "search", json!({"query": "list syncs"})).await;
+    let result = call(
+        &client,
+        "submit_mcp_feedback",
+        json!({"category": "bug", "summary": "404 for a sync I can see"}),
+    )
+    .await;
+    let structured = result.structured_content.unwrap();
+    assert_eq!(structured["attached_calls"], 2);
+    let store = Store::connect(&app.database_url).await.unwrap();
+    let record = store
+        .get_feedback(structured["id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let calls: Vec<Value> = serde_json::from_str(record.recent_calls.as_deref().unwrap()).unwrap();
+    assert_eq!(calls[0]["tool"], "execute");
+    assert_eq!(calls[0]["operation"], "GET /api/syncs/{id}");
+    assert_eq!(calls[0]["status"], 404);
+    assert_eq!(calls[0]["error_key"], "not_found");
+    assert_eq!(calls[1]["tool"], "search");
+    assert_eq!(
+        record.client_name.as_deref(),
+        Some("polytomic-test-client"),
+        "named from the User-Agent"
+    );
+    assert_eq!(record.client_version.as_deref(), Some("1.0"));
+}
+
+#[tokio::test]
+async fn feedback_is_rate_limited_per_principal() {
+    let app = TestApp::spawn_with(&["--feedback-per-hour", "2"]).await;
+    let client = app.client(KEY, &[]).await;
+    for n in 0..2 {
+        let ok = call(
+            &client,
+            "submit_mcp_feedback",
+            json!({"category": "other", "summary": format!("note {n}")}),
+        )
+        .await;
+        assert_ne!(ok.is_error, Some(true));
+    }
+    let refused = call(
+        &client,
+        "submit_mcp_feedback",
+        json!({"category": "other", "summary": "one too many"}),
+    )
+    .await;
+    assert_eq!(refused.is_error, Some(true));
+    assert!(
+        text_of(&refused).contains("limit 2"),
+        "{}",
+        text_of(&refused)
+    );
+    // Another credential is not affected.
+    let other = app.client("pk_other_key_987654321", &[]).await;
+    let ok = call(
+        &other,
+        "submit_mcp_feedback",
+        json!({"category": "other", "summary": "mine"}),
+    )
+    .await;
+    assert_ne!(ok.is_error, Some(true));
+}
+
+#[tokio::test]
+async fn every_bad_input_is_refused_and_nothing_is_stored() {
+    let app = TestApp::spawn().await;
+    let client = app.client(KEY, &[]).await;
+    let cases = [
+        (json!({"summary": "no category"}), "category"),
+        (json!({"category": "bug"}), "summary"),
+        (json!({"category": "bug", "summary": "   "}), "empty"),
+        (
+            json!({"category": "complaint", "summary": "x"}),
+            "bug, missing_capability",
+        ),
+        (
+            json!({"category": "bug", "summary": "x".repeat(501)}),
+            "limit is 500",
+        ),
+        (
+            json!({"category": "bug", "summary": "x", "details": "y".repeat(16 * 1024 + 1)}),
+            "details",
+        ),
+        (
+            json!({"category": "bug", "summary": "x", "severity": "urgent"}),
+            "low, medium, high, critical",
+        ),
+        (
+            json!({"category": "bug", "summary": "x", "tool": "delete_everything"}),
+            "search, execute",
+        ),
+        (
+            json!({"category": "bug", "summary": "x", "mood": "sad"}),
+            "unknown field",
+        ),
+        (json!({"category": 7, "summary": "x"}), "invalid type"),
+    ];
+    for (args, expected) in cases {
+        let result = call(&client, "submit_mcp_feedback", args.clone()).await;
+        assert_eq!(result.is_error, Some(true), "{args}");
+        assert!(
+            text_of(&result).contains(expected),
+            "{args}: {}",
+            text_of(&result)
+        );
+    }
+    let store = Store::connect(&app.database_url).await.unwrap();
+    assert!(
+        store
+            .list_feedback(None, None, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A webhook receiver that fails the first `failures` posts with 500, then accepts.
+async fn webhook(failures: usize) -> (String, Arc<Mutex<Vec<Value>>>, Arc<Mutex<usize>>) {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let attempts = Arc::new(Mutex::new(0usize));
+    let (r, a) = (received.clone(), attempts.clone());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let (r, a) = (r.clone(), a.clone());
+            async move {
+                let n = {
+                    let mut a = a.lock().unwrap();
+                    *a += 1;
+                    *a
+                };
+                if n <= failures {
+                    return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                r.lock().unwrap().push(body);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, received, attempts)
+}
+
+#[tokio::test]
+async fn the_webhook_gets_each_record_after_retries() {
+    let (url, received, attempts) = webhook(2).await;
+    let app = TestApp::spawn_with(&[
+        "--feedback-webhook-url",
+        &url,
+        "--feedback-webhook-retry-ms",
+        "20",
+    ])
+    .await;
+    let client = app.client(KEY, &[]).await;
+    let result = call(
+        &client,
+        "submit_mcp_feedback",
+        json!({"category": "docs", "summary": "pagination unclear"}),
+    )
+    .await;
+    let id = result.structured_content.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for _ in 0..100 {
+        if !received.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "delivered once");
+    assert_eq!(got[0]["id"], id.as_str());
+    assert_eq!(got[0]["summary"], "pagination unclear");
+    assert_eq!(got[0]["type"], "polytomic_mcp.feedback");
+    assert_eq!(*attempts.lock().unwrap(), 3);
+    let store = Store::connect(&app.database_url).await.unwrap();
+    assert_eq!(store.pending_deliveries().await.unwrap(), 0);
+    assert!(store.dead_letters().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_webhook_that_keeps_failing_leaves_the_record_in_the_dead_letters() {
+    let (url, received, attempts) = webhook(usize::MAX).await;
+    let app = TestApp::spawn_with(&[
+        "--feedback-webhook-url",
+        &url,
+        "--feedback-webhook-retry-ms",
+        "10",
+        "--feedback-webhook-max-attempts",
+        "3",
+    ])
+    .await;
+    let client = app.client(KEY, &[]).await;
+    let result = call(
+        &client,
+        "submit_mcp_feedback",
+        json!({"category": "bug", "summary": "webhook down"}),
+    )
+    .await;
+    let id = result.structured_content.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let store = Store::connect(&app.database_url).await.unwrap();
+    let mut dead = Vec::new();
+    for _ in 0..100 {
+        dead = store.dead_letters().await.unwrap();
+        if !dead.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].feedback_id, id);
+    assert_eq!(dead[0].attempts, 3);
+    assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 500"));
+    assert_eq!(*attempts.lock().unwrap(), 3);
+    assert!(received.lock().unwrap().is_empty());
+    // The record itself is kept.
+    assert!(store.get_feedback(&id).await.unwrap().is_some());
+    assert_eq!(store.pending_deliveries().await.unwrap(), 0);
+}
+
+fn cli(database_url: &str, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(BIN)
+        .env("POLYTOMIC_MCP_DATABASE_URL", database_url)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn operators_list_show_and_export_feedback_from_the_cli() {
+    let app = TestApp::spawn().await;
+    let client = app.client(KEY, &[]).await;
+    let mut ids = Vec::new();
+    for (category, summary) in [
+        ("bug", "first, with a comma"),
+        ("docs", "second \"quoted\""),
+        ("bug", "=SUM(A1)"),
+    ] {
+        let result = call(
+            &client,
+            "submit_mcp_feedback",
+            json!({"category": category, "summary": summary}),
+        )
+        .await;
+        ids.push(
+            result.structured_content.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let db = app.database_url.clone();
+
+    let (ok, json_out, _) = cli(&db, &["feedback", "list", "--format", "json"]);
+    assert!(ok);
+    let records: Vec<Value> = serde_json::from_str(&json_out).unwrap();
+    assert_eq!(records.len(), 3);
+    assert_eq!(records[0]["id"], ids[2].as_str(), "newest first");
+    assert!(records[0]["created_at"].as_str().unwrap().ends_with('Z'));
+
+    let (ok, csv_out, _) = cli(
+        &db,
+        &["feedback", "list", "--format", "csv", "--category", "bug"],
+    );
+    assert!(ok);
+    let lines: Vec<&str> = csv_out.lines().collect();
+    assert!(lines[0].starts_with("id,created_at,category,severity,summary"));
+    assert_eq!(lines.len(), 3, "{csv_out}");
+    assert!(csv_out.contains("\"first, with a comma\"") && csv_out.contains("'=SUM(A1)"));
+
+    let (ok, table, _) = cli(&db, &["feedback", "list", "--since", "1h"]);
+    assert!(ok);
+    assert!(table.starts_with("ID") && table.contains("3 record(s)") && table.contains(&ids[0]));
+
+    let (ok, shown, _) = cli(&db, &["feedback", "show", &ids[1]]);
+    assert!(ok);
+    let record: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(record["summary"], "second \"quoted\"");
+    assert!(record["principal"].as_str().unwrap().starts_with("key_"));
+    assert!(!shown.contains(KEY));
+
+    let (ok, _, err) = cli(&db, &["feedback", "show", "fb_nope"]);
+    assert!(!ok && err.contains("feedback list"));
+    let (ok, _, err) = cli(&db, &["feedback", "list", "--since", "last tuesday"]);
+    assert!(!ok && err.contains("24h"), "{err}");
+    let (ok, _, err) = cli(&db, &["feedback", "list", "--category", "rants"]);
+    assert!(!ok && err.contains("missing_capability"), "{err}");
+    let (ok, _, err) = cli(&db, &["feedback", "list", "--format", "xml"]);
+    assert!(!ok && err.contains("table, json, csv"), "{err}");
+}

@@ -1,0 +1,125 @@
+//! Property tests for path matching and URL building: whatever an agent sends, the URL the server builds stays
+//! on the configured host, under `/api/`, free of traversal and control characters, and ids round-trip.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::OnceLock;
+
+use polytomic_mcp::auth::{AccessMode, AuthMode};
+use polytomic_mcp::openapi::{EMBEDDED_DOCUMENT, OperationIndex, index_text};
+use polytomic_mcp::upstream::plan::{Call, CallerModes, decode_path, plan};
+use proptest::prelude::*;
+use url::Url;
+
+fn index() -> &'static OperationIndex {
+    static INDEX: OnceLock<OperationIndex> = OnceLock::new();
+    INDEX.get_or_init(|| index_text(EMBEDDED_DOCUMENT, "embedded").unwrap())
+}
+
+fn base() -> Url {
+    Url::parse("https://app.polytomic.example").unwrap()
+}
+
+const FULL: CallerModes<'static> = CallerModes {
+    access_mode: AccessMode::FullAccess,
+    auth_mode: AuthMode::User,
+    partner_org_id: None,
+};
+
+fn assert_safe(url: &Url) {
+    assert_eq!(url.host_str(), Some("app.polytomic.example"));
+    assert_eq!(url.scheme(), "https");
+    assert!(url.path().starts_with("/api/"), "{url}");
+    for segment in url.path_segments().unwrap() {
+        assert!(
+            segment != ".." && segment != "." && !segment.is_empty(),
+            "{url}"
+        );
+        let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+        assert!(
+            !decoded.contains('/') && !decoded.chars().any(char::is_control),
+            "{url}"
+        );
+    }
+    assert!(!url.as_str().contains('\r') && !url.as_str().contains('\n'));
+}
+
+/// Paths built from pieces agents and attackers like to send.
+fn hostile_path() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("api".to_owned()),
+        Just("syncs".to_owned()),
+        Just("bulk".to_owned()),
+        Just("..".to_owned()),
+        Just(".".to_owned()),
+        Just("%2e%2e".to_owned()),
+        Just("%2F".to_owned()),
+        Just("%0d%0a".to_owned()),
+        Just("".to_owned()),
+        Just("{id}".to_owned()),
+        Just("http:".to_owned()),
+        Just("?a=b".to_owned()),
+        "[a-zA-Z0-9%._~-]{1,12}",
+        "\\PC{1,6}",
+    ];
+    (any::<bool>(), prop::collection::vec(piece, 0..7)).prop_map(|(rooted, pieces)| {
+        format!("{}{}", if rooted { "/" } else { "" }, pieces.join("/"))
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, .. ProptestConfig::default() })]
+
+    #[test]
+    fn any_path_either_is_refused_or_builds_a_safe_url(path in hostile_path(), method in prop_oneof![Just("GET"), Just("POST"), Just("delete")]) {
+        let call = Call { method, path: &path, query: None, body: None };
+        if let Ok(planned) = plan(index(), &base(), FULL, call) {
+            assert_safe(&planned.url);
+            // The URL's path matches the template the request was validated against.
+            let template_len = planned.path_template.split('/').count();
+            prop_assert_eq!(planned.url.path().split('/').count(), template_len);
+        }
+    }
+
+    #[test]
+    fn any_id_round_trips_through_the_built_url(id in "\\PC{1,40}") {
+        // An id is one segment: percent-encode it the way an agent would, then check the server
+        // decodes it once and re-encodes it into exactly one segment.
+        let encoded: String = percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC).collect();
+        let path = format!("/api/syncs/{encoded}/status");
+        let call = Call { method: "GET", path: &path, query: None, body: None };
+        match plan(index(), &base(), FULL, call) {
+            Ok(planned) => {
+                assert_safe(&planned.url);
+                let segments: Vec<&str> = planned.url.path_segments().unwrap().collect();
+                prop_assert_eq!(segments.len(), 4);
+                let decoded = percent_encoding::percent_decode_str(segments[2]).decode_utf8().unwrap();
+                prop_assert_eq!(decoded.as_ref(), id.as_str());
+                prop_assert_eq!(planned.path_template.as_str(), "/api/syncs/{id}/status");
+            }
+            Err(error) => {
+                // Only ids that decode to traversal or separators are refused.
+                let refused = id == "." || id == ".." || id.contains('/') || id.contains('\\') || id.chars().any(char::is_control)
+                    || (id.starts_with('{') && id.ends_with('}'));
+                prop_assert!(refused, "refused {:?}: {}", id, error);
+            }
+        }
+    }
+
+    #[test]
+    fn decoding_never_yields_traversal(path in hostile_path()) {
+        if let Ok(segments) = decode_path(&path) {
+            for segment in segments {
+                prop_assert!(segment != ".." && segment != "." && !segment.contains('/') && !segment.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn read_only_refuses_every_write_before_looking_at_the_path(path in hostile_path(), method in prop_oneof![Just("POST"), Just("put"), Just("Patch"), Just("DELETE")]) {
+        let modes = CallerModes { access_mode: AccessMode::ReadOnly, ..FULL };
+        let call = Call { method, path: &path, query: None, body: None };
+        let refused = matches!(plan(index(), &base(), modes, call), Err(polytomic_mcp::upstream::PlanError::ReadOnly { .. }));
+        prop_assert!(refused);
+    }
+}
