@@ -36,10 +36,10 @@ fn start_binary(database_url: &str, upstream: &str) -> (Child, String) {
             .next()
             .expect("server exited before listening")
             .unwrap();
-        if let Ok(event) = serde_json::from_str::<Value>(&line) {
-            if event["message"] == "listening" {
-                break event["address"].as_str().unwrap().to_owned();
-            }
+        if let Ok(event) = serde_json::from_str::<Value>(&line)
+            && event["message"] == "listening"
+        {
+            break event["address"].as_str().unwrap().to_owned();
         }
     };
     // Keep draining the log so the server never blocks on a full pipe.
