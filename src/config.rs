@@ -156,6 +156,31 @@ pub struct Config {
     #[arg(long, env = "POLYTOMIC_MCP_FEEDBACK_PER_HOUR", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub feedback_per_hour: u32,
 
+    /// Requests per minute one credential may make (shared by replicas on PostgreSQL). Over it, tool calls
+    /// answer with an error telling the agent to slow down; over twice it, requests get 429.
+    #[arg(long, env = "POLYTOMIC_MCP_RATE_LIMIT_PER_MINUTE", default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_per_minute: u32,
+
+    /// Requests per minute one client address may make to `/mcp` (counted per replica); over it, 429.
+    #[arg(long, env = "POLYTOMIC_MCP_IP_RATE_LIMIT_PER_MINUTE", default_value_t = 3000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ip_rate_limit_per_minute: u32,
+
+    /// Take the client address from the last `X-Forwarded-For` hop (only behind a proxy that sets it).
+    #[arg(long, env = "POLYTOMIC_MCP_TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set)]
+    pub trust_forwarded_for: bool,
+
+    /// `/mcp` requests served at once; more are shed with 503 instead of queueing without bound.
+    #[arg(long, env = "POLYTOMIC_MCP_MAX_CONCURRENT_REQUESTS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_concurrent_requests: u32,
+
+    /// On SIGTERM, how long in-flight requests may take to finish before the process exits anyway.
+    #[arg(long, env = "POLYTOMIC_MCP_SHUTDOWN_GRACE_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub shutdown_grace_secs: u64,
+
+    /// How long start-up keeps retrying a database that does not answer yet.
+    #[arg(long, env = "POLYTOMIC_MCP_DATABASE_WAIT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub database_wait_secs: u64,
+
     /// Largest accepted request body on `/mcp`, in bytes.
     #[arg(long, env = "POLYTOMIC_MCP_MAX_REQUEST_BYTES", default_value_t = 1_048_576, value_parser = clap::value_parser!(u64).range(1024..=67_108_864))]
     pub max_request_bytes: u64,

@@ -22,6 +22,11 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// An OAuth endpoint error, rendered as RFC 6749 §5.2 JSON (`error`, `error_description`).
     #[error("{error}: {description}")]
     OAuth {
@@ -70,6 +75,12 @@ impl IntoResponse for ApiError {
                 }
                 response
             }
+            ApiError::TooManyRequests { message, retry_after_secs } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, retry_after_secs.to_string())],
+                Json(json!({"error": "rate_limited", "message": message, "retry_after": retry_after_secs})),
+            )
+                .into_response(),
             ApiError::Unavailable(message) => {
                 (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "unavailable", "message": message})))
                     .into_response()

@@ -11,6 +11,7 @@ pub mod http;
 pub mod mcp;
 pub mod oauth;
 pub mod openapi;
+pub mod ratelimit;
 pub mod search;
 pub mod secret;
 pub mod state;
@@ -64,7 +65,11 @@ pub async fn build_state(config: Config, bound_port: u16) -> Result<AppState, St
     let upstream = Upstream::new(&config)?;
     let source = IndexSource::from_setting(config.openapi.as_deref());
     let index = load_index(&source, upstream.http()).await?;
-    let store = Store::connect(&config.database_url).await?;
+    let store = Store::connect_with_retry(
+        &config.database_url,
+        Duration::from_secs(config.database_wait_secs),
+    )
+    .await?;
     let oauth =
         oauth::OAuth::from_config(&config, &public_url, &store, upstream.http().clone()).await?;
     let allowed_hosts = auth::allowed_hosts(&public_url);
@@ -92,6 +97,11 @@ pub async fn build_state(config: Config, bound_port: u16) -> Result<AppState, St
         %mcp_url,
         "state ready"
     );
+    // Principal limits are shared through PostgreSQL when several replicas run; one SQLite node counts locally.
+    let rate_limiter = ratelimit::RateLimiter::new(match &store {
+        Store::Postgres(_) => Some(store.clone()),
+        Store::Sqlite(_) => None,
+    });
     Ok(AppState(Arc::new(App {
         config,
         public_url,
@@ -104,6 +114,7 @@ pub async fn build_state(config: Config, bound_port: u16) -> Result<AppState, St
         allowed_hosts,
         allowed_origins,
         recent_calls: feedback::RecentCalls::default(),
+        rate_limiter,
         webhook,
         oauth,
     })))
@@ -125,6 +136,9 @@ pub async fn run(
         state.upstream.http().clone(),
         shutdown.clone(),
     );
+    if matches!(state.store, Store::Postgres(_)) {
+        spawn_rate_limit_purge(state.store.clone(), shutdown.clone());
+    }
     if let Some(webhook) = state.webhook.clone() {
         feedback::spawn_webhook_worker(
             state.store.clone(),
@@ -133,13 +147,44 @@ pub async fn run(
             shutdown.clone(),
         );
     }
-    let app = http::router(state.clone(), shutdown.clone());
+    // rmcp gets its own token, cancelled only after in-flight requests have drained.
+    let mcp_stop = CancellationToken::new();
+    let app = http::router(state.clone(), mcp_stop.clone());
     tracing::info!(%address, mcp = %state.mcp_url, "listening");
     let drain = shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { drain.cancelled().await })
-        .await?;
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { drain.cancelled().await });
+    let grace = Duration::from_secs(state.config.shutdown_grace_secs);
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server.into_future() => result?,
+        () = deadline => tracing::warn!(grace_secs = grace.as_secs(), "grace period over; exiting with requests still in flight"),
+    }
+    mcp_stop.cancel();
     state.store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Deletes finished rate-limit windows every minute (only the shared PostgreSQL counter keeps any).
+fn spawn_rate_limit_purge(store: Store, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let before = chrono::Utc::now().timestamp_millis() - 5 * 60_000;
+            if let Err(error) = store.purge_rate_limits(before).await {
+                tracing::warn!(%error, "purging old rate-limit windows failed");
+            }
+        }
+    });
 }

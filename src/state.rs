@@ -29,6 +29,7 @@ pub struct App {
     pub allowed_origins: Vec<String>,
     /// Each principal's last few tool calls, attached to its feedback.
     pub recent_calls: crate::feedback::RecentCalls,
+    pub rate_limiter: crate::ratelimit::RateLimiter,
     /// Where feedback records are delivered, when configured.
     pub webhook: Option<crate::feedback::WebhookConfig>,
     /// The OAuth authorization server; `None` when OAuth is off.

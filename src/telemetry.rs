@@ -65,6 +65,13 @@ pub struct Metrics {
     pub auth_failures: Family<ReasonLabels, Counter>,
     pub search_zero_hits: Counter,
     pub feedback: Family<CategoryLabels, Counter>,
+    pub rate_limited: Family<ScopeLabels, Counter>,
+    pub load_shed: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeLabels {
+    pub scope: &'static str,
 }
 
 fn upstream_histogram() -> Histogram {
@@ -83,6 +90,18 @@ impl Metrics {
         let auth_failures = Family::<ReasonLabels, Counter>::default();
         let search_zero_hits = Counter::default();
         let feedback = Family::<CategoryLabels, Counter>::default();
+        let rate_limited = Family::<ScopeLabels, Counter>::default();
+        let load_shed = Counter::default();
+        registry.register(
+            "rate_limited",
+            "Requests over a rate limit, by scope (ip, principal)",
+            rate_limited.clone(),
+        );
+        registry.register(
+            "load_shed",
+            "Requests refused with 503 because the server was at its concurrency limit",
+            load_shed.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests by route and status",
@@ -121,12 +140,20 @@ impl Metrics {
             auth_failures,
             search_zero_hits,
             feedback,
+            rate_limited,
+            load_shed,
         }
     }
 
     pub fn tool_call(&self, tool: &'static str, outcome: &'static str) {
         self.tool_calls
             .get_or_create(&ToolLabels { tool, outcome })
+            .inc();
+    }
+
+    pub fn rate_limited(&self, scope: &'static str) {
+        self.rate_limited
+            .get_or_create(&ScopeLabels { scope })
             .inc();
     }
 

@@ -20,6 +20,10 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
+mod protect;
+
+pub use protect::{MAX_JSON_DEPTH, OverLimit, json_depth};
+
 use crate::auth::{check_host_and_origin, require_principal};
 use crate::mcp::PolytomicMcp;
 use crate::state::AppState;
@@ -46,8 +50,28 @@ pub fn router(state: AppState, shutdown: CancellationToken) -> Router {
     );
     let mcp = Router::new()
         .route_service("/mcp", mcp_service)
+        .layer(from_fn_with_state(state.clone(), protect::limit_principal))
         .layer(from_fn_with_state(state.clone(), require_principal))
-        .layer(from_fn_with_state(state.clone(), check_host_and_origin));
+        .layer(from_fn_with_state(state.clone(), protect::guard))
+        .layer(from_fn_with_state(state.clone(), check_host_and_origin))
+        .layer(
+            // Past the limit, shed load at once (503) rather than queue requests and grow memory.
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new({
+                    let state = state.clone();
+                    move |_: tower::BoxError| {
+                        let state = state.clone();
+                        async move {
+                            state.metrics.load_shed.inc();
+                            crate::error::ApiError::Unavailable(
+                                "the server is at capacity; retry in a second".into(),
+                            )
+                        }
+                    }
+                }))
+                .load_shed()
+                .concurrency_limit(state.config.max_concurrent_requests as usize),
+        );
 
     let mut public = Router::new()
         .route("/healthz", get(healthz))

@@ -132,6 +132,16 @@ impl ServerHandler for PolytomicMcp {
             request_id,
             client,
         };
+        if let Some(over) = parts.and_then(|p| p.extensions.get::<crate::http::OverLimit>()) {
+            return Ok(tool_error(
+                format!(
+                    "rate limit reached for this credential ({} requests per minute); nothing was done. Slow down: wait {} s before the next call, and batch work into fewer calls.",
+                    self.state.config.rate_limit_per_minute, over.retry_after_secs
+                ),
+                Some(serde_json::json!({"error": "rate_limited", "retry_after": over.retry_after_secs})),
+            )
+            .into());
+        }
         let arguments = Value::Object(request.arguments.unwrap_or_default());
         let name = request.name.as_ref();
         let (tool, result) = match name {

@@ -132,4 +132,22 @@ impl Store {
             )
             .collect())
     }
+
+    /// Counts one request in the bucket's current window and returns the window's total so far.
+    pub async fn count_request(
+        &self,
+        bucket: &str,
+        window_start_ms: i64,
+    ) -> Result<i64, StoreError> {
+        const SQL: &str = "INSERT INTO rate_limits (bucket, window_start_ms, count) VALUES ($1, $2, 1) \
+             ON CONFLICT (bucket, window_start_ms) DO UPDATE SET count = rate_limits.count + 1 RETURNING count";
+        let count: i64 = with_pool!(self, pool => sqlx::query_scalar(SQL).bind(bucket).bind(window_start_ms).fetch_one(pool).await?);
+        Ok(count)
+    }
+
+    pub async fn purge_rate_limits(&self, before_ms: i64) -> Result<(), StoreError> {
+        const SQL: &str = "DELETE FROM rate_limits WHERE window_start_ms < $1";
+        with_pool!(self, pool => sqlx::query(SQL).bind(before_ms).execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
 }

@@ -25,6 +25,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0003_feedback_delivery.sql"),
         postgres: include_str!("../../migrations/postgres/0003_feedback_delivery.sql"),
     },
+    Migration {
+        version: 4,
+        sqlite: include_str!("../../migrations/sqlite/0004_rate_limits.sql"),
+        postgres: include_str!("../../migrations/postgres/0004_rate_limits.sql"),
+    },
 ];
 
 /// Arbitrary constant naming this application's migration lock in `pg_advisory_lock`.

@@ -20,6 +20,8 @@ use sqlx::sqlite::{
 pub enum StoreError {
     #[error("POLYTOMIC_MCP_DATABASE_URL: {0}")]
     Config(String),
+    #[error("POLYTOMIC_MCP_DATABASE_URL: the database is not reachable: {0}")]
+    Unreachable(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migration {version} failed: {reason}")]
@@ -136,7 +138,9 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(5))
                 .connect(url)
                 .await
-                .map_err(|e| StoreError::Config(format!("cannot connect to PostgreSQL: {e}")))?;
+                .map_err(|e| {
+                    StoreError::Unreachable(format!("cannot connect to PostgreSQL: {e}"))
+                })?;
             Store::Postgres(pool)
         } else {
             return Err(StoreError::Config(
@@ -145,6 +149,28 @@ impl Store {
         };
         migrate::run(&store).await?;
         Ok(store)
+    }
+
+    /// Like [`Store::connect`], but keeps retrying a database that is not reachable yet (a replica often
+    /// starts before its database), for at most `wait`. Configuration errors fail at once.
+    pub async fn connect_with_retry(url: &str, wait: Duration) -> Result<Self, StoreError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut delay = Duration::from_millis(250);
+        let mut attempt = 1;
+        loop {
+            match Self::connect(url).await {
+                Ok(store) => return Ok(store),
+                Err(StoreError::Unreachable(reason))
+                    if tokio::time::Instant::now() + delay < deadline =>
+                {
+                    tracing::warn!(attempt, retry_in_ms = delay.as_millis() as u64, %reason, "database not reachable yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     pub fn backend(&self) -> &'static str {

@@ -183,8 +183,10 @@ async fn flaky_post(State(mock): State<MockUpstream>, Path(id): Path<String>) ->
         .into_response()
 }
 
-async fn stall() -> impl IntoResponse {
-    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+/// `slowish` answers after 1.5 s; anything else stalls for 30 s.
+async fn stall(Path(id): Path<String>) -> impl IntoResponse {
+    let wait = if id == "slowish" { 1_500 } else { 30_000 };
+    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
     axum::Json(json!({"data": {}}))
 }
 

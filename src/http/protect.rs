@@ -1,0 +1,186 @@
+//! Protection in front of `/mcp`: per-IP and per-principal rate limits, header and JSON nesting limits.
+//! (Body size and concurrency limits are tower layers in the router.)
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{StatusCode, header};
+use serde_json::json;
+
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::ratelimit::Decision;
+use crate::state::AppState;
+
+/// Total bytes of request headers accepted.
+const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// JSON nesting accepted in a request body; MCP messages need a handful of levels.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Marks a request whose principal is over its rate limit; tools answer it with an error telling the agent
+/// to slow down, so the agent reads why instead of seeing a transport failure.
+#[derive(Debug, Clone, Copy)]
+pub struct OverLimit {
+    pub retry_after_secs: u64,
+}
+
+/// The caller's address: the connection's peer, or the last `X-Forwarded-For` hop when the operator says a
+/// trusted proxy sets it.
+pub fn client_ip(request: &Request, trust_forwarded_for: bool) -> String {
+    if trust_forwarded_for
+        && let Some(last) = request
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+    {
+        return last.trim().to_owned();
+    }
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Header size, per-IP rate limit and JSON nesting, before authentication does any work.
+pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            axum::Json(json!({"error": "headers_too_large", "message": format!("request headers total {header_bytes} bytes; the limit is {MAX_HEADER_BYTES}")})),
+        )
+            .into_response();
+    }
+    let ip = client_ip(&request, state.config.trust_forwarded_for);
+    let now = chrono::Utc::now().timestamp_millis();
+    if let Decision::Limited {
+        retry_after_secs, ..
+    } = state.rate_limiter.hit_local(
+        &format!("ip:{ip}"),
+        state.config.ip_rate_limit_per_minute,
+        now,
+    ) {
+        state.metrics.rate_limited("ip");
+        return ApiError::TooManyRequests {
+            message: format!(
+                "too many requests from this address (limit {} per minute); retry after {retry_after_secs} s",
+                state.config.ip_rate_limit_per_minute
+            ),
+            retry_after_secs,
+        }
+        .into_response();
+    }
+    if request.method() != http::Method::POST {
+        return next.run(request).await;
+    }
+    // The body is already capped by the size limit layer; read it once to check its nesting.
+    let (parts, body) = request.into_parts();
+    let limit = usize::try_from(state.config.max_request_bytes).unwrap_or(1 << 20);
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                axum::Json(json!({"error": "body_too_large", "message": format!("the request body is larger than {limit} bytes")})),
+            )
+                .into_response();
+        }
+    };
+    if json_depth(&bytes) > MAX_JSON_DEPTH {
+        return (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "application/json")],
+            json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": format!("JSON nested deeper than {MAX_JSON_DEPTH} levels")}}).to_string(),
+        )
+            .into_response();
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+/// Per-principal rate limit, after authentication. Over the limit, tool calls get a tool error; far over it
+/// (twice the limit), every request gets 429.
+pub async fn limit_principal(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let Some(fingerprint) = request
+        .extensions()
+        .get::<Principal>()
+        .map(|p| p.fingerprint.clone())
+    else {
+        return next.run(request).await;
+    };
+    let limit = state.config.rate_limit_per_minute;
+    let now = chrono::Utc::now().timestamp_millis();
+    if let Decision::Limited {
+        retry_after_secs,
+        count,
+    } = state
+        .rate_limiter
+        .hit_shared(&format!("principal:{fingerprint}"), limit, now)
+        .await
+    {
+        state.metrics.rate_limited("principal");
+        if count > 2 * i64::from(limit) {
+            return ApiError::TooManyRequests {
+                message: format!("this credential sent more than {limit} requests this minute; retry after {retry_after_secs} s"),
+                retry_after_secs,
+            }
+            .into_response();
+        }
+        request
+            .extensions_mut()
+            .insert(OverLimit { retry_after_secs });
+    }
+    next.run(request).await
+}
+
+/// Deepest nesting of objects and arrays in a JSON text, ignoring brackets inside strings. Invalid JSON is
+/// measured the same way; the JSON-RPC layer rejects it afterwards.
+pub fn json_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_ignores_brackets_in_strings() {
+        assert_eq!(json_depth(br#"{"a":[1,{"b":"[[[{{{"}]}"#), 3);
+        assert_eq!(json_depth(br#""\"[""#), 0);
+        assert_eq!(json_depth("[".repeat(100).as_bytes()), 100);
+    }
+}
