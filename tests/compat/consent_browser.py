@@ -1,0 +1,388 @@
+#!/usr/bin/env python3
+"""Compat check: the OAuth consent page in a real browser (headless Chromium over the DevTools protocol).
+
+Usage: consent_browser.py --bin target/debug/polytomic-mcp --screenshot OUT.png [--chromium /usr/bin/chromium]
+
+Starts, all on 127.0.0.1: a mock Polytomic OAuth provider (authorize redirects straight back with a code, the
+token endpoint checks PKCE, /api/me), the server with OAuth on, and a loopback "client" that records the
+redirect it receives. Then registers a client (DCR), opens /authorize in Chromium with page scripts disabled
+(the page must work without any), checks what the page says, takes a screenshot, clicks "Allow and sign in"
+with the mouse, and follows the browser through the provider and /oauth/callback back to the client; the
+code is exchanged at /token and the token used on /mcp. A second run clicks "Cancel" and expects
+error=access_denied.
+
+Every check prints `PASS <name>` or `FAIL <name>: <reason>`; the script exits 1 if any failed.
+Needs the `websocket-client` package (run.sh installs it into its venv).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import http.server
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import websocket  # websocket-client
+
+results: list[tuple[str, bool, str]] = []
+
+
+def check(name: str, ok: bool, reason: str = "") -> bool:
+    results.append((name, ok, reason))
+    print(f"PASS {name}" if ok else f"FAIL {name}: {reason}", flush=True)
+    return ok
+
+
+def pkce(verifier: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+
+# ------------------------------------------------------------------ mock provider and client
+
+
+class Provider(http.server.ThreadingHTTPServer):
+    codes: dict[str, tuple[str, str]]
+    access_tokens: set[str]
+
+
+class ProviderHandler(http.server.BaseHTTPRequestHandler):
+    server: Provider
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def reply(self, status: int, body: dict, headers: dict | None = None):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        url = urllib.parse.urlsplit(self.path)
+        q = dict(urllib.parse.parse_qsl(url.query))
+        if url.path == "/oauth/authorize":
+            code = "up_code_" + secrets.token_hex(8)
+            self.server.codes[code] = (q["code_challenge"], q["redirect_uri"])
+            location = q["redirect_uri"] + "?" + urllib.parse.urlencode({"code": code, "state": q["state"]})
+            self.send_response(302)
+            self.send_header("location", location)
+            self.send_header("content-length", "0")
+            self.end_headers()
+        elif url.path == "/api/me":
+            token = self.headers.get("authorization", "").removeprefix("Bearer ")
+            if token not in self.server.access_tokens:
+                self.reply(401, {"status": 401, "message": "bad token"})
+                return
+            self.reply(200, {"data": {"id": "u-7", "email": "grace@example.com",
+                                      "organization_id": "0b4a3f2e-6c1d-4e8a-9f3b-2d7c5e1a9b80",
+                                      "organization_name": "Acme"}})
+        else:
+            self.reply(404, {"error": "not found"})
+
+    def do_POST(self):
+        length = int(self.headers.get("content-length", "0"))
+        form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+        if self.path != "/oauth/token" or form.get("grant_type") != "authorization_code":
+            self.reply(400, {"error": "unsupported_grant_type"})
+            return
+        entry = self.server.codes.pop(form.get("code", ""), None)
+        if entry is None or pkce(form.get("code_verifier", "")) != entry[0]:
+            self.reply(400, {"error": "invalid_grant"})
+            return
+        token = "up_at_" + secrets.token_hex(8)
+        self.server.access_tokens.add(token)
+        self.reply(200, {"access_token": token, "token_type": "bearer", "expires_in": 3600,
+                         "refresh_token": "up_rt_" + secrets.token_hex(8)})
+
+
+class ClientRedirect(http.server.ThreadingHTTPServer):
+    received: list[dict[str, str]]
+
+
+class ClientHandler(http.server.BaseHTTPRequestHandler):
+    server: ClientRedirect
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        url = urllib.parse.urlsplit(self.path)
+        if url.path == "/callback":  # not /favicon.ico
+            self.server.received.append(dict(urllib.parse.parse_qsl(url.query)))
+        body = b"<!doctype html><title>done</title><p>You can close this window.</p>"
+        self.send_response(200)
+        self.send_header("content-type", "text/html")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def serve(server_cls, handler) -> http.server.ThreadingHTTPServer:
+    server = server_cls(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+# ------------------------------------------------------------------ Chromium over CDP
+
+
+class Browser:
+    def __init__(self, chromium: str):
+        self.profile = tempfile.mkdtemp(prefix="consent-chromium-")
+        self.proc = subprocess.Popen(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
+             f"--user-data-dir={self.profile}", "--remote-debugging-port=0", "--window-size=1000,900",
+             "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        port_file = os.path.join(self.profile, "DevToolsActivePort")
+        for _ in range(300):
+            if os.path.exists(port_file) and open(port_file).read().strip():
+                break
+            time.sleep(0.1)
+        port = open(port_file).read().split()[0]
+        targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10))
+        page = next(t for t in targets if t.get("type") == "page")
+        self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=30, suppress_origin=True)
+        self.next_id = 0
+        self.events: list[dict] = []
+
+    def send(self, method: str, **params) -> dict:
+        self.next_id += 1
+        my_id = self.next_id
+        self.ws.send(json.dumps({"id": my_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv())
+            if message.get("id") == my_id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+            self.events.append(message)
+
+    def wait_event(self, method: str, timeout: float = 20.0) -> dict:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for i, event in enumerate(self.events):
+                if event.get("method") == method:
+                    return self.events.pop(i)
+            self.ws.settimeout(max(0.1, deadline - time.time()))
+            try:
+                self.events.append(json.loads(self.ws.recv()))
+            except websocket.WebSocketTimeoutException:
+                break
+        raise TimeoutError(f"no {method} within {timeout}s")
+
+    def navigate(self, url: str):
+        self.events.clear()
+        self.send("Page.navigate", url=url)
+        self.wait_event("Page.loadEventFired")
+
+    def text(self) -> str:
+        root = self.send("DOM.getDocument", depth=-1)["root"]
+        return self.send("DOM.getOuterHTML", nodeId=root["nodeId"])["outerHTML"]
+
+    def click(self, selector: str):
+        """A real mouse click in the middle of the element (no script involved)."""
+        # Events of an earlier navigation may still be in flight, so wait for the element, not for an event.
+        node = 0
+        deadline = time.time() + 15
+        while not node and time.time() < deadline:
+            root = self.send("DOM.getDocument")["root"]
+            node = self.send("DOM.querySelector", nodeId=root["nodeId"], selector=selector)["nodeId"]
+            if not node:
+                time.sleep(0.1)
+        if not node:
+            raise RuntimeError(f"no element {selector}")
+        quad = self.send("DOM.getBoxModel", nodeId=node)["model"]["content"]
+        x = (quad[0] + quad[4]) / 2
+        y = (quad[1] + quad[5]) / 2
+        self.events.clear()
+        for kind in ("mousePressed", "mouseReleased"):
+            self.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+
+    def close(self):
+        try:
+            self.ws.close()
+        finally:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            shutil.rmtree(self.profile, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ the server
+
+
+def start_server(binary: str, provider_url: str, workdir: str) -> tuple[subprocess.Popen, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POLYTOMIC_", "RUST_LOG"))}
+    env.update({
+        "POLYTOMIC_HTTP_HOST": "127.0.0.1",
+        "POLYTOMIC_HTTP_PORT": "0",
+        "POLYTOMIC_BASE_URL": provider_url,
+        "POLYTOMIC_MCP_DATABASE_URL": f"sqlite://{workdir}/consent.db",
+        "POLYTOMIC_MCP_LOG_FORMAT": "json",
+        "POLYTOMIC_OAUTH_AUTHORIZE_URL": f"{provider_url}/oauth/authorize",
+        "POLYTOMIC_OAUTH_TOKEN_URL": f"{provider_url}/oauth/token",
+        "POLYTOMIC_OAUTH_CLIENT_ID": "mcp-upstream-client",
+        "POLYTOMIC_OAUTH_SCOPES": "read write",
+    })
+    log = open(os.path.join(workdir, "consent-server.log"), "w")
+    proc = subprocess.Popen([binary], env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        for line in open(os.path.join(workdir, "consent-server.log")):
+            if '"listening"' in line:
+                address = json.loads(line).get("fields", {}).get("address") or json.loads(line).get("address")
+                return proc, f"http://{address}"
+        if proc.poll() is not None:
+            raise RuntimeError("server exited: " + open(os.path.join(workdir, "consent-server.log")).read()[-2000:])
+        time.sleep(0.1)
+    raise RuntimeError("server did not start")
+
+
+def post(url: str, data: bytes, content_type: str) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=data, headers={"content-type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def authorize_url(base: str, client_id: str, redirect: str, verifier: str, state: str) -> str:
+    return f"{base}/authorize?" + urllib.parse.urlencode({
+        "response_type": "code", "client_id": client_id, "redirect_uri": redirect,
+        "code_challenge": pkce(verifier), "code_challenge_method": "S256", "state": state,
+        "scope": "read write", "resource": f"{base}/mcp",
+    })
+
+
+def wait_for(predicate, timeout: float = 20.0) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def run(args) -> None:
+    workdir = tempfile.mkdtemp(prefix="consent-browser-")
+    provider = serve(Provider, ProviderHandler)
+    provider.codes, provider.access_tokens = {}, set()
+    client = serve(ClientRedirect, ClientHandler)
+    client.received = []
+    provider_url = f"http://127.0.0.1:{provider.server_address[1]}"
+    redirect = f"http://127.0.0.1:{client.server_address[1]}/callback"
+    proc, base = start_server(args.bin, provider_url, workdir)
+    browser = None
+    try:
+        status, registration = post(f"{base}/register", json.dumps({
+            "client_name": "Browser Test Agent", "redirect_uris": ["http://127.0.0.1/callback"],
+            "token_endpoint_auth_method": "none", "application_type": "native",
+        }).encode(), "application/json")
+        if not check("dcr registers a native loopback client", status == 201, f"{status} {registration}"):
+            return
+        client_id = registration["client_id"]
+        browser = Browser(args.chromium)
+        browser.send("Page.enable")
+        # The page must work with no script at all.
+        browser.send("Emulation.setScriptExecutionDisabled", value=True)
+
+        verifier, state = secrets.token_urlsafe(48), secrets.token_urlsafe(16)
+        browser.navigate(authorize_url(base, client_id, redirect, verifier, state))
+        html = browser.text()
+        check("consent page names the client", "Browser Test Agent" in html, html[:300])
+        check("consent page names the redirect host", "127.0.0.1" in html)
+        check("consent page says it acts on the Polytomic organization", "Polytomic organization" in html)
+        check("consent page has no script", "<script" not in html.lower())
+        check("consent page posts a CSRF token", 'name="csrf_token"' in html and 'method="post"' in html)
+        shot = browser.send("Page.captureScreenshot", format="png")["data"]
+        with open(args.screenshot, "wb") as out:
+            out.write(base64.b64decode(shot))
+        check("screenshot taken", os.path.getsize(args.screenshot) > 10_000, f"{os.path.getsize(args.screenshot)} bytes")
+
+        browser.click('button[value="approve"]')
+        arrived = wait_for(lambda: len(client.received) >= 1)
+        if not check("approve goes through the provider and back to the client", arrived, f"{browser.text()[:500]}"):
+            return
+        back = client.received[-1]
+        check("client gets code, state and iss",
+              back.get("state") == state and back.get("iss") == base and back.get("code", "").startswith("pmcp_ac_"),
+              json.dumps(back))
+        status, tokens = post(f"{base}/token", urllib.parse.urlencode({
+            "grant_type": "authorization_code", "code": back.get("code", ""), "redirect_uri": redirect,
+            "code_verifier": verifier, "client_id": client_id, "resource": f"{base}/mcp",
+        }).encode(), "application/x-www-form-urlencoded")
+        check("code exchanges for tokens", status == 200 and tokens.get("access_token", "").startswith("pmcp_at_"),
+              f"{status} {tokens}")
+        request = urllib.request.Request(f"{base}/mcp", data=json.dumps({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "b", "version": "1"}}}).encode(),
+            headers={"content-type": "application/json", "accept": "application/json, text/event-stream",
+                     "authorization": f"Bearer {tokens.get('access_token', '')}"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                mcp_status = response.status
+        except urllib.error.HTTPError as error:
+            mcp_status = error.code
+        check("the token opens /mcp", mcp_status == 200, str(mcp_status))
+
+        # Cancel sends access_denied back to the client.
+        state2 = secrets.token_urlsafe(16)
+        browser.navigate(authorize_url(base, client_id, redirect, secrets.token_urlsafe(48), state2))
+        browser.click('button[value="deny"]')
+        arrived = wait_for(lambda: len(client.received) >= 2)
+        denied = client.received[-1] if arrived else {}
+        check("cancel returns error=access_denied with state",
+              denied.get("error") == "access_denied" and denied.get("state") == state2, json.dumps(denied))
+    finally:
+        if browser is not None:
+            browser.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        provider.shutdown()
+        client.shutdown()
+        if args.log_dir:
+            shutil.copy(os.path.join(workdir, "consent-server.log"), args.log_dir)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bin", required=True)
+    parser.add_argument("--screenshot", required=True)
+    parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    parser.add_argument("--log-dir", default="")
+    args = parser.parse_args()
+    try:
+        run(args)
+    except Exception:  # a crash is a failed check, with its trace
+        check("consent browser run", False, traceback.format_exc())
+    return 0 if results and all(ok for _, ok, _ in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
