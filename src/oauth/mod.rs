@@ -124,6 +124,11 @@ impl OAuth {
         let scopes = parse_scopes(config.oauth_scopes.as_deref());
         let provider = Provider::from_config(config, &issuer, &scopes, http)?;
         let cimd_http = clients::metadata_document_client(config.oauth_cimd_allow_http_loopback)?;
+        tracing::info!(
+            redirect_uri = %provider.redirect_uri,
+            signing_key = if config.signing_key.is_some() { "configured" } else { "stored" },
+            "oauth sign-in on; the provider must allow this redirect URI"
+        );
         Ok(Some(Self {
             resource: format!("{issuer}/mcp"),
             resource_metadata_url: format!("{issuer}/.well-known/oauth-protected-resource/mcp"),

