@@ -354,6 +354,7 @@ fn error_message(
         planned.key_type == KeyType::Partner && ctx.principal.auth_mode == AuthMode::User;
     let next = match status {
         400 => "Check the parameters and body against `search` with this operation; fix the named field and retry.".to_owned(),
+        401 if matches!(ctx.principal.credential, crate::auth::Credential::OAuth { .. }) => "Polytomic no longer accepts this sign-in. Ask the user to reconnect the Polytomic MCP server (sign in again).".to_owned(),
         401 => "The API key is invalid, expired or lacks access. Ask the user to check the key configured for this MCP server.".to_owned(),
         403 if partner_op_in_user_mode => "This operation needs a partner API key: the user must connect with a partner key and the header X-Polytomic-Auth-Mode: partner.".to_owned(),
         403 => "The key is not allowed to do this. Ask the user for a key (or role) with access.".to_owned(),
