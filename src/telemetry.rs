@@ -37,6 +37,8 @@ pub struct RequestLabels {
 pub struct ToolLabels {
     pub tool: &'static str,
     pub outcome: &'static str,
+    /// `METHOD /template` for `execute` (a bounded set: the index's operations), empty otherwise.
+    pub operation: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -109,7 +111,7 @@ impl Metrics {
         );
         registry.register(
             "tool_calls",
-            "MCP tool calls by tool and outcome",
+            "MCP tool calls by tool, outcome and operation",
             tool_calls.clone(),
         );
         registry.register(
@@ -145,9 +147,13 @@ impl Metrics {
         }
     }
 
-    pub fn tool_call(&self, tool: &'static str, outcome: &'static str) {
+    pub fn tool_call(&self, tool: &'static str, outcome: &'static str, operation: &str) {
         self.tool_calls
-            .get_or_create(&ToolLabels { tool, outcome })
+            .get_or_create(&ToolLabels {
+                tool,
+                outcome,
+                operation: operation.to_owned(),
+            })
             .inc();
     }
 

@@ -1614,3 +1614,77 @@ async fn one_flow_across_two_replicas_sharing_postgres() {
     .execute(&admin)
     .await;
 }
+
+async fn start_error(flags: Vec<String>, database_url: &str) -> String {
+    let mut args = vec![
+        "polytomic-mcp".to_owned(),
+        "--database-url".into(),
+        database_url.to_owned(),
+    ];
+    args.extend(flags);
+    let config = <polytomic_mcp::config::Config as clap::Parser>::parse_from(args);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    polytomic_mcp::run(config, listener, tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap_err()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_generated_signing_key_is_stored_only_wrapped_under_the_client_secret() {
+    let (_provider, mock) = Provider::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite://{}/keys.db", dir.path().display());
+    let flags = oauth_flags(&mock);
+    let flag_refs: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let app = TestApp::spawn_on(mock.clone(), database_url.clone(), None, &flag_refs).await;
+    let discovery = reqwest::get(format!(
+        "http://{}/.well-known/oauth-authorization-server",
+        app.addr
+    ))
+    .await
+    .unwrap();
+    assert_eq!(discovery.status(), 200, "OAuth runs on a generated key");
+    let _ = app.stop().await;
+
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("keys.db"));
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options)
+        .await
+        .unwrap();
+    let stored: String = sqlx::query_scalar("SELECT secret FROM oauth_keys")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(stored.starts_with("v1."), "wrapped, versioned");
+    let raw = URL_SAFE_NO_PAD.decode(&stored[3..]).unwrap();
+    assert_eq!(
+        raw.len(),
+        12 + 32 + 16,
+        "nonce, 32-byte key, tag: ciphertext, not the key itself"
+    );
+
+    // Another client secret cannot unwrap it: start-up names the variable instead of signing with garbage.
+    let mut other = oauth_flags(&mock);
+    let secret_at = other
+        .iter()
+        .position(|f| f == "--oauth-client-secret")
+        .unwrap()
+        + 1;
+    other[secret_at] = "a-different-upstream-client-secret".into();
+    let message = start_error(other, &database_url).await;
+    assert!(
+        message.contains("POLYTOMIC_OAUTH_CLIENT_SECRET"),
+        "{message}"
+    );
+
+    // Without a client secret there is nothing to wrap with: a signing key must be configured.
+    let mut public_client = oauth_flags(&mock);
+    let at = public_client
+        .iter()
+        .position(|f| f == "--oauth-client-secret")
+        .unwrap();
+    public_client.drain(at..at + 2);
+    let fresh = format!("sqlite://{}/fresh.db", dir.path().display());
+    let message = start_error(public_client, &fresh).await;
+    assert!(message.contains("POLYTOMIC_MCP_SIGNING_KEY"), "{message}");
+}

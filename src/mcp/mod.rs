@@ -172,7 +172,13 @@ impl ServerHandler for PolytomicMcp {
         } else {
             "ok"
         };
-        self.state.metrics.tool_call(tool, outcome);
+        let operation = result
+            .structured_content
+            .as_ref()
+            .and_then(|s| s.get("operation"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        self.state.metrics.tool_call(tool, outcome, operation);
         self.remember(principal, tool, outcome, &result);
         Ok(result.into())
     }

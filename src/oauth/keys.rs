@@ -19,6 +19,59 @@ use crate::store::Store;
 /// Shortest accepted POLYTOMIC_MCP_SIGNING_KEY, in bytes.
 pub const MIN_SIGNING_KEY_LEN: usize = 32;
 const CIPHERTEXT_VERSION: &str = "v1.";
+/// Binds a wrapped signing key to its place in the store.
+const WRAP_AAD: &str = "oauth_keys.signing";
+
+/// The key-encryption key for a generated signing key, derived from the upstream client secret.
+fn wrap_key(secret: &Secret) -> Result<LessSafeKey, OAuthError> {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"polytomic-mcp signing-key wrap")
+        .extract(secret.expose().as_bytes());
+    let mut out = [0u8; 32];
+    prk.expand(&[b"aes-256-gcm v1".as_slice()], Len(32))
+        .and_then(|okm| okm.fill(&mut out))
+        .map_err(|_| OAuthError::Internal("key derivation failed".into()))?;
+    UnboundKey::new(&AES_256_GCM, &out)
+        .map(LessSafeKey::new)
+        .map_err(|_| OAuthError::Internal("bad AES key length".into()))
+}
+
+fn seal_with(
+    key: &LessSafeKey,
+    rng: &SystemRandom,
+    plaintext: &[u8],
+    aad: &str,
+) -> Result<String, OAuthError> {
+    let nonce_bytes = random_bytes::<NONCE_LEN>(rng)?;
+    let mut buffer = plaintext.to_vec();
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce_bytes),
+        Aad::from(aad.as_bytes()),
+        &mut buffer,
+    )
+    .map_err(|_| OAuthError::Internal("encryption failed".into()))?;
+    let mut out = nonce_bytes.to_vec();
+    out.extend_from_slice(&buffer);
+    Ok(format!(
+        "{CIPHERTEXT_VERSION}{}",
+        URL_SAFE_NO_PAD.encode(out)
+    ))
+}
+
+fn open_with(key: &LessSafeKey, sealed: &str, aad: &str) -> Result<Vec<u8>, ()> {
+    let raw = URL_SAFE_NO_PAD
+        .decode(sealed.strip_prefix(CIPHERTEXT_VERSION).ok_or(())?)
+        .map_err(|_| ())?;
+    if raw.len() < NONCE_LEN {
+        return Err(());
+    }
+    let (nonce, body) = raw.split_at(NONCE_LEN);
+    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| ())?;
+    let mut buffer = body.to_vec();
+    let plain = key
+        .open_in_place(nonce, Aad::from(aad.as_bytes()), &mut buffer)
+        .map_err(|_| ())?;
+    Ok(plain.to_vec())
+}
 
 /// The derived keys. Debug prints nothing of them.
 pub struct Keys {
@@ -44,20 +97,39 @@ impl hkdf::KeyType for Len {
 
 impl Keys {
     /// The configured key, or the store's generated one (created by whichever replica gets there first).
-    pub async fn load(configured: Option<&Secret>, store: &Store) -> Result<Self, OAuthError> {
+    /// A generated key is kept in the store only wrapped (AES-256-GCM) under a key derived from the upstream
+    /// client secret, so the database alone never holds it in clear.
+    pub async fn load(
+        configured: Option<&Secret>,
+        wrapping_secret: Option<&Secret>,
+        store: &Store,
+    ) -> Result<Self, OAuthError> {
         let rng = SystemRandom::new();
-        let material = match configured {
-            Some(secret) => secret.expose().as_bytes().to_vec(),
-            None => {
-                let candidate = URL_SAFE_NO_PAD.encode(random_bytes::<32>(&rng)?);
+        let material = match (configured, wrapping_secret) {
+            (Some(secret), _) => secret.expose().as_bytes().to_vec(),
+            (None, None) => {
+                return Err(OAuthError::Config(
+                    "POLYTOMIC_MCP_SIGNING_KEY is unset and there is no POLYTOMIC_OAUTH_CLIENT_SECRET to protect a \
+                     generated key at rest; set POLYTOMIC_MCP_SIGNING_KEY (at least 32 characters)"
+                        .into(),
+                ));
+            }
+            (None, Some(wrapping)) => {
+                let wrap = wrap_key(wrapping)?;
+                let fresh = random_bytes::<32>(&rng)?;
+                let candidate = seal_with(&wrap, &rng, &fresh, WRAP_AAD)?;
                 let stored = store
                     .signing_secret_insert_if_absent(
                         &candidate,
                         chrono::Utc::now().timestamp_millis(),
                     )
                     .await?;
-                URL_SAFE_NO_PAD.decode(stored.as_bytes()).map_err(|_| {
-                    OAuthError::Internal("the stored signing secret is not base64".into())
+                open_with(&wrap, &stored, WRAP_AAD).map_err(|_| {
+                    OAuthError::Config(
+                        "the signing key stored in the database was wrapped with a different \
+                         POLYTOMIC_OAUTH_CLIENT_SECRET; restore that secret, or set POLYTOMIC_MCP_SIGNING_KEY"
+                            .into(),
+                    )
                 })?
             }
         };

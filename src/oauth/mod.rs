@@ -54,6 +54,9 @@ pub enum OAuthError {
     Internal(String),
     #[error("the Polytomic sign-in service failed: {0}")]
     Provider(String),
+    /// A start-up problem with the settings; the message names the variable.
+    #[error("{0}")]
+    Config(String),
 }
 
 impl From<OAuthError> for ApiError {
@@ -120,7 +123,12 @@ impl OAuth {
         }
         install_jwt_provider();
         let issuer = public_url.as_str().trim_end_matches('/').to_owned();
-        let keys = Keys::load(config.signing_key.as_ref(), store).await?;
+        let keys = Keys::load(
+            config.signing_key.as_ref(),
+            config.oauth_client_secret.as_ref(),
+            store,
+        )
+        .await?;
         let scopes = parse_scopes(config.oauth_scopes.as_deref());
         let provider = Provider::from_config(config, &issuer, &scopes, http)?;
         let cimd_http = clients::metadata_document_client(config.oauth_cimd_allow_http_loopback)?;

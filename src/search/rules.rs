@@ -219,6 +219,10 @@ const ACTION_WORDS: &[&str] = &[
     "rerun",
     "retry",
 ];
+/// Words that are verbs only at the start of a request.
+const NOUN_OR_VERB: &[&str] = &[
+    "run", "runs", "test", "schedule", "log", "export", "set", "issue", "check",
+];
 /// Leading words of a question; with no other verb in the query they ask to read.
 const QUESTION_WORDS: &[&str] = &[
     "is", "are", "does", "did", "has", "have", "was", "were", "when", "what", "which", "who",
@@ -351,8 +355,13 @@ impl Intent {
         let words = raw_words(query);
         let has = |list: &[&str]| words.iter().any(|w| list.contains(&w.as_str()));
         // The first verb decides: "delete the sync's schedule" is a delete even if "schedule" appears later.
-        let method = words.iter().find_map(|w| {
+        let method = words.iter().enumerate().find_map(|(position, w)| {
             let w = w.as_str();
+            // "run", "test" and the like are nouns in "the last run" or "run history"; only a leading one is
+            // an order ("run the sync now").
+            if position > 0 && NOUN_OR_VERB.contains(&w) {
+                return None;
+            }
             if DELETE_WORDS.contains(&w) {
                 Some(MethodIntent::Delete)
             } else if CREATE_WORDS.contains(&w) {
