@@ -59,6 +59,8 @@ pub enum FeedbackCommand {
 }
 
 #[derive(Debug, Clone, Parser)]
+// A flag given twice keeps the last value, as operators layering flags on a base command expect.
+#[command(args_override_self = true)]
 pub struct Config {
     /// Address to bind.
     #[arg(long, env = "POLYTOMIC_HTTP_HOST", default_value = "127.0.0.1")]

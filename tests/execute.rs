@@ -234,3 +234,41 @@ async fn head_is_allowed_in_read_only_and_maps_to_the_get_operation() {
     assert_ne!(result.is_error, Some(true), "{}", text_of(&result));
     assert_eq!(app.upstream.requests()[0].method, "HEAD");
 }
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_a_clear_tool_error_and_the_server_stays_up() {
+    // A port nothing listens on: bind, note the port, drop the listener.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let base = format!("http://127.0.0.1:{closed}");
+    let app = TestApp::spawn_with(&["--base-url", &base, "--upstream-timeout-ms", "3000"]).await;
+    let client = app.client(KEY, &[]).await;
+    let started = Instant::now();
+    let result = call(
+        &client,
+        "execute",
+        json!({"method": "GET", "path": "/api/me"}),
+    )
+    .await;
+    assert_eq!(result.is_error, Some(true));
+    let text = text_of(&result);
+    assert!(
+        text.contains("could not reach the Polytomic API") && text.contains("Retry"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "bounded by the timeout: {:?}",
+        started.elapsed()
+    );
+    let ready = reqwest::get(format!("http://{}/readyz", app.addr))
+        .await
+        .unwrap();
+    assert_eq!(
+        ready.status(),
+        200,
+        "an upstream outage does not make the server unready"
+    );
+}
