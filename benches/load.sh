@@ -11,7 +11,10 @@
 #
 # Environment knobs (defaults in brackets): DURATION [15] seconds per measured run, WARMUP [3] seconds before
 # each, CONNS [32], MANY_CONNS [1000] and MANY_DURATION [10] for the many-connections run, THREADS [2] wrk
-# threads, COLD_RUNS [5] cold starts.
+# threads, SINGLE_DURATION [5] for the one-connection latency runs, SETTLE [10] seconds of idling before the last
+# RSS reading, COLD_RUNS [5] cold starts per case. For experiments only: SERVER_RUST_LOG [warn] is the server's
+# RUST_LOG ("default" leaves it unset, i.e. the production filter), SERVER_PRELOAD is put in the server's
+# LD_PRELOAD (e.g. /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 to try another allocator).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -21,7 +24,7 @@ for arg in "$@"; do
     case "$arg" in
         --no-build) BUILD=0 ;;
         -h | --help)
-            sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -36,8 +39,13 @@ WARMUP=${WARMUP:-3}
 CONNS=${CONNS:-32}
 MANY_CONNS=${MANY_CONNS:-1000}
 MANY_DURATION=${MANY_DURATION:-10}
+SINGLE_DURATION=${SINGLE_DURATION:-5}
+SETTLE=${SETTLE:-10}
 THREADS=${THREADS:-2}
 COLD_RUNS=${COLD_RUNS:-5}
+SERVER_RUST_LOG=${SERVER_RUST_LOG:-warn}
+SERVER_PRELOAD=${SERVER_PRELOAD:-}
+LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
 BIN=$ROOT/target/release/polytomic-mcp
 OUT=$ROOT/target/bench
 RAW=$OUT/load-raw
@@ -206,7 +214,11 @@ NGINX_PIDS=("$NGINX_PID" $(ps -o pid= --ppid "$NGINX_PID"))
 export POLYTOMIC_BASE_URL=http://127.0.0.1:$NGINX_PORT
 export POLYTOMIC_HTTP_HOST=127.0.0.1
 export POLYTOMIC_MCP_LOG_FORMAT=json
-export RUST_LOG=warn
+if [[ $SERVER_RUST_LOG == default ]]; then
+    unset RUST_LOG
+else
+    export RUST_LOG=$SERVER_RUST_LOG
+fi
 export POLYTOMIC_MCP_RATE_LIMIT_PER_MINUTE=1000000000
 export POLYTOMIC_MCP_IP_RATE_LIMIT_PER_MINUTE=1000000000
 unset POLYTOMIC_MCP_OPENAPI POLYTOMIC_MCP_PUBLIC_URL POLYTOMIC_MCP_DATABASE_URL POLYTOMIC_HTTP_PORT
@@ -216,7 +228,8 @@ unset POLYTOMIC_MCP_OPENAPI POLYTOMIC_MCP_PUBLIC_URL POLYTOMIC_MCP_DATABASE_URL 
 start_server() {
     local port=$1 db=$2 t0 t1 status
     t0=$(now_us)
-    POLYTOMIC_HTTP_PORT=$port POLYTOMIC_MCP_DATABASE_URL="sqlite://$db" "$BIN" >>"$TMP/server.log" 2>&1 &
+    POLYTOMIC_HTTP_PORT=$port POLYTOMIC_MCP_DATABASE_URL="sqlite://$db" LD_PRELOAD=$SERVER_PRELOAD \
+        "$BIN" >>"$TMP/server.log" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
     while :; do
@@ -238,15 +251,25 @@ stop_server() {
 }
 
 # --- cold start ------------------------------------------------------------------------------------------
-log "cold start x$COLD_RUNS (fresh SQLite file each time)"
-COLD=()
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# First start (the SQLite file is created and migrated) and restart (the file exists, migrations are no-ops).
+log "cold start x$COLD_RUNS on a new SQLite file, x$COLD_RUNS on an existing one"
+COLD_NEW=()
+COLD_OLD=()
 for i in $(seq "$COLD_RUNS"); do
     start_server "$(free_port)" "$TMP/cold-$i.db"
-    COLD+=("$READY_MS")
+    COLD_NEW+=("$READY_MS")
     stop_server "$SERVER_PID"
 done
-COLD_SORTED=$(printf '%s\n' "${COLD[@]}" | sort -n | tr '\n' ' ')
-COLD_MEDIAN=$(printf '%s\n' "${COLD[@]}" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+for i in $(seq "$COLD_RUNS"); do
+    start_server "$(free_port)" "$TMP/cold-1.db"
+    COLD_OLD+=("$READY_MS")
+    stop_server "$SERVER_PID"
+done
+COLD_NEW_SORTED=$(printf '%s\n' "${COLD_NEW[@]}" | sort -n | tr '\n' ' ')
+COLD_OLD_SORTED=$(printf '%s\n' "${COLD_OLD[@]}" | sort -n | tr '\n' ' ')
+COLD_MEDIAN=$(printf '%s\n' "${COLD_NEW[@]}" | median)
+COLD_OLD_MEDIAN=$(printf '%s\n' "${COLD_OLD[@]}" | median)
 
 # --- the measured instance ---------------------------------------------------------------------------------
 PORT=$(free_port)
@@ -287,7 +310,16 @@ echo idle >"$TMP/phase"
 SAMPLER_PID=$!
 PIDS+=("$SAMPLER_PID")
 
-declare -A RPS P50 P99 NON2XX ERRS REQS LOAD SRV_CPU NGX_CPU BUSY
+declare -A RPS P50 P99 NON2XX ERRS REQS LOAD SRV_CPU NGX_CPU BUSY OTHERS
+# CPU time (clock ticks) of this shell's finished children, i.e. the wrk runs, into CHILD_TICKS. `times`
+# must run in this shell (not in a $(...) subshell, whose children are its own), hence the file.
+children_ticks() {
+    local _u _s cu cs
+    times >"$TMP/times"
+    { read -r _u _s; read -r cu cs; } <"$TMP/times"
+    CHILD_TICKS=$(awk -v u="$cu" -v s="$cs" -v hz="$CLK_TCK" 'function sec(x, m) { m = x; sub(/m.*/, "", m); sub(/^[0-9]+m/, "", x); sub(/s$/, "", x); return m * 60 + x }
+        BEGIN { printf "%d", (sec(u) + sec(s)) * hz }')
+}
 # Total and idle jiffies of the whole machine, to show how busy it was during a run.
 machine_ticks() {
     local cpu user nice system idle iowait irq softirq steal _
@@ -299,24 +331,29 @@ machine_ticks() {
 run() {
     local name=$1 conns=$2 secs=$3 url=$4 script=$5
     shift 5
-    local args=()
+    local args=() threads=$THREADS
     (($#)) && args=(-- "$@")
+    ((conns >= threads)) || threads=$conns
     if ((WARMUP > 0)); then
         echo "warmup-$name" >"$TMP/phase"
-        wrk -t"$THREADS" -c"$conns" -d"${WARMUP}s" --timeout 5s -s "$script" "$url" "${args[@]}" >"$RAW/warmup-$name.txt" 2>&1
+        wrk -t"$threads" -c"$conns" -d"${WARMUP}s" --timeout 5s -s "$script" "$url" "${args[@]}" >"$RAW/warmup-$name.txt" 2>&1
     fi
     LOAD[$name]=$(loadavg)
     echo "$name" >"$TMP/phase"
-    local s0 n0 m0 s1 n1 m1
+    local s0 n0 m0 w0 s1 n1 m1 w1
+    children_ticks
+    w0=$CHILD_TICKS
     s0=$(cpu_ticks "$SERVER_PID")
     n0=$(cpu_ticks "${NGINX_PIDS[@]}")
     m0=$(machine_ticks)
-    log "$name: wrk -t$THREADS -c$conns -d${secs}s (load ${LOAD[$name]})"
-    wrk -t"$THREADS" -c"$conns" -d"${secs}s" --timeout 5s --latency -s "$script" "$url" "${args[@]}" >"$RAW/$name.txt" 2>&1 ||
+    log "$name: wrk -t$threads -c$conns -d${secs}s (load ${LOAD[$name]})"
+    wrk -t"$threads" -c"$conns" -d"${secs}s" --timeout 5s --latency -s "$script" "$url" "${args[@]}" >"$RAW/$name.txt" 2>&1 ||
         die "wrk failed for $name: $(tail -5 "$RAW/$name.txt")"
+    m1=$(machine_ticks)
     s1=$(cpu_ticks "$SERVER_PID")
     n1=$(cpu_ticks "${NGINX_PIDS[@]}")
-    m1=$(machine_ticks)
+    children_ticks
+    w1=$CHILD_TICKS
     echo "after-$name" >"$TMP/phase"
     local line
     line=$(grep '^RESULT ' "$RAW/$name.txt") || die "no RESULT line for $name: $(tail -5 "$RAW/$name.txt")"
@@ -335,6 +372,9 @@ run() {
     read -r mt0 mi0 <<<"$m0"
     read -r mt1 mi1 <<<"$m1"
     BUSY[$name]=$(awk -v t=$((mt1 - mt0)) -v i=$((mi1 - mi0)) 'BEGIN { printf "%.0f", t ? 100 * (t - i) / t : 0 }')
+    # What processes other than wrk, nginx and the server took of the machine meanwhile (0 on a quiet box).
+    OTHERS[$name]=$(awk -v t=$((mt1 - mt0)) -v i=$((mi1 - mi0)) -v ours=$((s1 - s0 + n1 - n0 + w1 - w0)) \
+        'BEGIN { o = t ? 100 * (t - i - ours) / t : 0; printf "%.0f", o < 0 ? 0 : o }')
 }
 
 log "measuring at $CONNS connections, ${DURATION}s each after ${WARMUP}s warm-up"
@@ -342,12 +382,19 @@ run direct "$CONNS" "$DURATION" "http://127.0.0.1:$NGINX_PORT/api/me" benches/wr
 run execute "$CONNS" "$DURATION" "$MCP_URL" benches/wrk/mcp.lua execute
 run search "$CONNS" "$DURATION" "$MCP_URL" benches/wrk/mcp.lua search
 RSS_AFTER_32=$(rss_kb "$SERVER_PID")
+# One connection, one call at a time: the latency a single agent sees, without queueing behind 31 others.
 WARMUP_SAVED=$WARMUP
+WARMUP=1
+run direct-c1 1 "$SINGLE_DURATION" "http://127.0.0.1:$NGINX_PORT/api/me" benches/wrk/direct.lua
+run execute-c1 1 "$SINGLE_DURATION" "$MCP_URL" benches/wrk/mcp.lua execute
 WARMUP=0
 run "execute-c$MANY_CONNS" "$MANY_CONNS" "$MANY_DURATION" "$MCP_URL" benches/wrk/mcp.lua execute
 WARMUP=$WARMUP_SAVED
 RSS_AFTER_MANY=$(rss_kb "$SERVER_PID")
 HWM=$(hwm_kb "$SERVER_PID")
+echo settle >"$TMP/phase"
+sleep "$SETTLE"
+RSS_SETTLED=$(rss_kb "$SERVER_PID")
 METRICS=$(curl -sS --max-time 5 "http://127.0.0.1:$PORT/metrics")
 printf '%s\n' "$METRICS" >"$RAW/metrics.txt"
 kill "$SAMPLER_PID" 2>/dev/null || true
@@ -368,7 +415,7 @@ SHED=$(metric '^polytomic_mcp_load_shed_total')
 LIMITED=$(metric '^polytomic_mcp_rate_limited_total')
 
 # --- report ------------------------------------------------------------------------------------------------
-ms() { awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }'; }
+ms() { awk -v u="$1" 'BEGIN { printf "%.3f", u / 1000 }'; }
 mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b ? a / b : 0 }'; }
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f%%", b ? 100 * a / b : 0 }'; }
@@ -382,34 +429,37 @@ ADDED_P99=$((P99[execute] - P99[direct]))
     echo "polytomic-mcp load benchmark  $(date -u +%Y-%m-%dT%H:%M:%SZ)  commit $(git rev-parse --short HEAD 2>/dev/null || echo ?)$(git diff --quiet -- src 2>/dev/null || echo ' (src modified)')"
     echo "machine: nproc=$(nproc)  cpu=\"$CPU_MODEL\"  kernel=$(uname -r)  mem=$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
     echo "tools: $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)  $("$NGINX" -v 2>&1 | sed 's/.*: //')  wrk -t$THREADS, ${DURATION}s per run after ${WARMUP}s warm-up; upstream nginx (1 worker) on loopback"
-    echo "command: benches/load.sh$( ((BUILD)) || echo ' --no-build')  (binary built $BUILT_AT)"
+    echo "command: benches/load.sh$( ((BUILD)) || echo ' --no-build')  (binary built $BUILT_AT; server RUST_LOG=$SERVER_RUST_LOG${SERVER_PRELOAD:+, LD_PRELOAD=$SERVER_PRELOAD}; load average at start $LOAD_AT_START)"
     echo
-    printf '%-22s %6s %10s %9s %9s %8s %7s %10s %10s %6s  %s\n' run conns "req/s" "p50 ms" "p99 ms" non-2xx errors "srv us/req" "ngx us/req" "busy" "load avg before"
-    for name in direct execute search "$MANY"; do
+    printf '%-22s %6s %10s %9s %9s %8s %7s %10s %10s %5s %6s  %s\n' run conns "req/s" "p50 ms" "p99 ms" non-2xx errors "srv us/req" "ngx us/req" busy others "load avg before"
+    for name in direct execute search direct-c1 execute-c1 "$MANY"; do
         label=$name
+        conns=$CONNS
         case $name in
             direct) label="(a) direct nginx" ;;
             execute) label="(b) execute via MCP" ;;
             search) label="(c) search via MCP" ;;
-            *) label="execute via MCP" ;;
+            direct-c1) label="direct nginx" conns=1 ;;
+            execute-c1) label="execute via MCP" conns=1 ;;
+            *) label="execute via MCP" conns=$MANY_CONNS ;;
         esac
-        conns=$CONNS
-        [[ $name == "$MANY" ]] && conns=$MANY_CONNS
         srv=${SRV_CPU[$name]}
-        [[ $name == direct ]] && srv=-
-        printf '%-22s %6s %10s %9s %9s %8s %7s %10s %10s %5s%%  %s\n' "$label" "$conns" "${RPS[$name]}" "$(ms "${P50[$name]}")" "$(ms "${P99[$name]}")" \
-            "${NON2XX[$name]}" "${ERRS[$name]}" "$srv" "${NGX_CPU[$name]}" "${BUSY[$name]}" "${LOAD[$name]}"
+        [[ $name == direct* ]] && srv=-
+        printf '%-22s %6s %10s %9s %9s %8s %7s %10s %10s %4s%% %5s%%  %s\n' "$label" "$conns" "${RPS[$name]}" "$(ms "${P50[$name]}")" "$(ms "${P99[$name]}")" \
+            "${NON2XX[$name]}" "${ERRS[$name]}" "$srv" "${NGX_CPU[$name]}" "${BUSY[$name]}" "${OTHERS[$name]}" "${LOAD[$name]}"
     done
     echo
     echo "ratios (execute vs direct): throughput $(pct "${RPS[execute]}" "${RPS[direct]}") of direct;" \
-        "added p50 $(ms "$ADDED_P50") ms; added p99 $(ms "$ADDED_P99") ms"
+        "added p50 $(ms "$ADDED_P50") ms; added p99 $(ms "$ADDED_P99") ms at $CONNS connections;" \
+        "at 1 connection added p50 $(ms $((P50[execute-c1] - P50[direct-c1]))) ms, p99 $(ms $((P99[execute-c1] - P99[direct-c1]))) ms"
     echo "vs TypeScript MCP SDK (~3,700 calls/s, p50 ~8 ms, ~220 MB RSS): execute $(ratio "${RPS[execute]}" 3700)x throughput," \
         "p50 $(ms "${P50[execute]}") ms vs 8 ms, peak RSS $(mb "$PEAK_32") MB vs 220 MB"
     echo "vs Python FastMCP (~250 calls/s): execute $(ratio "${RPS[execute]}" 250)x throughput"
     echo
     echo "memory: idle RSS $(mb "$IDLE_RSS") MB; peak sampled RSS at $CONNS conns $(mb "$PEAK_32") MB (after: $(mb "$RSS_AFTER_32") MB);" \
-        "at $MANY_CONNS conns peak $(mb "$PEAK_MANY") MB (after: $(mb "$RSS_AFTER_MANY") MB); kernel VmHWM $(mb "$HWM") MB"
-    echo "cold start to ready (spawn to first 200 on /readyz, fresh SQLite file): median ${COLD_MEDIAN} ms of $COLD_RUNS runs [${COLD_SORTED% }]"
+        "at $MANY_CONNS conns peak $(mb "$PEAK_MANY") MB (after: $(mb "$RSS_AFTER_MANY") MB, ${SETTLE}s later: $(mb "$RSS_SETTLED") MB); kernel VmHWM $(mb "$HWM") MB"
+    echo "cold start to ready (spawn to first 200 on /readyz): new SQLite file median ${COLD_MEDIAN} ms [${COLD_NEW_SORTED% }];" \
+        "existing file median ${COLD_OLD_MEDIAN} ms [${COLD_OLD_SORTED% }]"
     echo "responses: execute $EXEC_BYTES bytes, search $SEARCH_BYTES bytes; server counted execute ok=$EXEC_OK error=$EXEC_ERR, search ok=$SEARCH_OK," \
         "load-shed 503s=$SHED, rate-limited=$LIMITED"
     echo
@@ -422,9 +472,18 @@ ADDED_P99=$((P99[execute] - P99[direct]))
     echo "  idle RSS <= 30 MB: $(mb "$IDLE_RSS") MB -> $(verdict "$IDLE_RSS" '<=' 30720)"
     echo "  RSS under load <= 100 MB: $(mb "$PEAK_32") MB -> $(verdict "$PEAK_32" '<=' 102400)"
     echo "  RSS at $MANY_CONNS clients <= 100 MB: $(mb "$PEAK_MANY") MB -> $(verdict "$PEAK_MANY" '<=' 102400)"
-    echo "  cold start <= 100 ms: $COLD_MEDIAN ms -> $(verdict "$COLD_MEDIAN" '<=' 100)"
+    echo "  cold start <= 100 ms: $COLD_MEDIAN ms (new file), $COLD_OLD_MEDIAN ms (existing) -> $(verdict "$COLD_MEDIAN" '<=' 100)"
     echo
-    echo "columns: srv/ngx us/req = server/nginx CPU time per request; busy = both cores' utilisation during the run" \
-        "(wrk, nginx, the server and anything else); raw wrk output in target/bench/load-raw/"
+    echo "columns: srv/ngx us/req = server/nginx CPU time per request; busy = both cores' utilisation during the run;" \
+        "others = the share of it taken by processes other than wrk, nginx and the server (re-run when it is not near 0)"
+    echo "at $MANY_CONNS connections the server sheds what exceeds POLYTOMIC_MCP_MAX_CONCURRENT_REQUESTS (default 512) with 503 by design: those are the non-2xx"
+    max_others=0
+    for name in direct execute search direct-c1 execute-c1 "$MANY"; do
+        if ((OTHERS[$name] > max_others)); then max_others=${OTHERS[$name]}; fi
+    done
+    if ((max_others > 10)); then
+        echo "WARNING: other processes used up to ${max_others}% of the machine during a run; the figures are depressed, re-run on a quiet machine"
+    fi
+    echo "raw wrk output in target/bench/load-raw/"
 } | tee "$REPORT"
 log "report written to ${REPORT#"$ROOT"/}"

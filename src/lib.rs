@@ -40,12 +40,19 @@ pub enum StartError {
     Index(#[from] LoadError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    // Not `#[from]`: that would make the OAuth error the source too, and `{:#}` would print it twice.
     #[error("OAuth set-up failed: {0}")]
-    OAuth(#[from] oauth::OAuthError),
+    OAuth(oauth::OAuthError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     #[error("server error: {0}")]
     Serve(#[from] std::io::Error),
+}
+
+impl From<oauth::OAuthError> for StartError {
+    fn from(error: oauth::OAuthError) -> Self {
+        StartError::OAuth(error)
+    }
 }
 
 /// reqwest is built without a bundled crypto provider (ring builds faster and smaller than aws-lc); install
@@ -115,6 +122,7 @@ pub async fn build_state(config: Config, bound_port: u16) -> Result<AppState, St
         allowed_origins,
         recent_calls: feedback::RecentCalls::default(),
         rate_limiter,
+        tools: mcp::ToolSet::new(),
         webhook,
         oauth,
     })))

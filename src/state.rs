@@ -30,6 +30,8 @@ pub struct App {
     /// Each principal's last few tool calls, attached to its feedback.
     pub recent_calls: crate::feedback::RecentCalls,
     pub rate_limiter: crate::ratelimit::RateLimiter,
+    /// The MCP tool definitions, built once.
+    pub tools: crate::mcp::ToolSet,
     /// Where feedback records are delivered, when configured.
     pub webhook: Option<crate::feedback::WebhookConfig>,
     /// The OAuth authorization server; `None` when OAuth is off.

@@ -17,8 +17,8 @@ use serde_json::Value;
 use crate::auth::{AccessMode, Principal};
 use crate::state::AppState;
 
-pub use tools::TOOL_NAMES;
 pub use tools::feedback::CATEGORIES as FEEDBACK_CATEGORIES;
+pub use tools::{TOOL_NAMES, ToolSet};
 
 const INSTRUCTIONS: &str = "Gateway to the Polytomic API (syncs, bulk syncs, models, connections, users, \
 organizations, events...). Work in two steps. 1) `search` with the task in plain words; each result gives the \
@@ -79,15 +79,19 @@ impl ServerHandler for PolytomicMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         let principal = Self::principal(&context)?;
-        Ok(ListToolsResult::with_all_items(tools::definitions(
-            principal.access_mode == AccessMode::ReadOnly,
-        )))
+        let read_only = principal.access_mode == AccessMode::ReadOnly;
+        Ok(ListToolsResult::with_all_items(
+            self.state.tools.for_session(read_only).to_vec(),
+        ))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        tools::definitions(false)
-            .into_iter()
+        self.state
+            .tools
+            .for_session(false)
+            .iter()
             .find(|tool| tool.name == name)
+            .cloned()
     }
 
     async fn call_tool(

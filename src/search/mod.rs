@@ -48,6 +48,7 @@ pub struct Catalog {
     pub index: OperationIndex,
     docs: Vec<DocTerms>,
     idf: HashMap<String, f32>,
+    vocabulary: rules::Vocabulary,
 }
 
 /// Filters an agent can add to a query.
@@ -109,12 +110,17 @@ impl Catalog {
                 (term, ((n - count + 0.5) / (count + 0.5) + 1.0).ln())
             })
             .collect();
-        Self { index, docs, idf }
+        Self {
+            index,
+            docs,
+            idf,
+            vocabulary: rules::Vocabulary::new(),
+        }
     }
 
     /// Ranks operations for a free-text query; an empty result means nothing matched at all.
     pub fn search(&self, query: &str, filters: &Filters, limit: usize) -> Vec<Hit<'_>> {
-        let terms = rules::expand(query);
+        let terms = self.vocabulary.expand(query);
         if terms.is_empty() {
             return Vec::new();
         }

@@ -103,28 +103,58 @@ const SYNONYMS: &[(&str, &[&str])] = &[
 ];
 const SYNONYM_WEIGHT: f32 = 0.5;
 
-/// Stemmed query terms with weights: the query's own words at 1.0, expansions at [`SYNONYM_WEIGHT`].
-pub fn expand(query: &str) -> Vec<(String, f32)> {
-    let mut terms: Vec<(String, f32)> = Vec::new();
-    let mut add = |term: String, weight: f32| match terms.iter_mut().find(|(t, _)| *t == term) {
-        Some((_, w)) => *w = w.max(weight),
-        None => terms.push((term, weight)),
-    };
-    for word in raw_words(query) {
-        if is_stopword(&word) {
-            continue;
-        }
-        let stemmed = stem(&word);
+/// The synonym table with every key and target stemmed once, when the catalog is built.
+#[derive(Debug)]
+pub struct Vocabulary {
+    expansions: std::collections::HashMap<String, Vec<String>>,
+}
+
+impl Vocabulary {
+    pub fn new() -> Self {
+        let mut expansions: std::collections::HashMap<String, Vec<String>> =
+            std::collections::HashMap::new();
         for (from, to) in SYNONYMS {
-            if stem(from) == stemmed || *from == word {
-                for target in *to {
-                    add(stem(target), SYNONYM_WEIGHT);
+            let targets: Vec<String> = to.iter().map(|t| stem(t)).collect();
+            // Both the raw and the stemmed key find the entry, as a query word is looked up in both forms.
+            for key in [(*from).to_owned(), stem(from)] {
+                let entry = expansions.entry(key).or_default();
+                for target in &targets {
+                    if !entry.contains(target) {
+                        entry.push(target.clone());
+                    }
                 }
             }
         }
-        add(stemmed, 1.0);
+        Self { expansions }
     }
-    terms
+
+    /// Stemmed query terms with weights: the query's own words at 1.0, expansions at [`SYNONYM_WEIGHT`].
+    pub fn expand(&self, query: &str) -> Vec<(String, f32)> {
+        let mut terms: Vec<(String, f32)> = Vec::new();
+        let mut add = |term: &str, weight: f32| match terms.iter_mut().find(|(t, _)| t == term) {
+            Some((_, w)) => *w = w.max(weight),
+            None => terms.push((term.to_owned(), weight)),
+        };
+        for word in raw_words(query) {
+            if is_stopword(&word) {
+                continue;
+            }
+            let stemmed = stem(&word);
+            let from_raw = self.expansions.get(&word);
+            let from_stem = self.expansions.get(&stemmed);
+            for target in from_raw.into_iter().chain(from_stem).flatten() {
+                add(target, SYNONYM_WEIGHT);
+            }
+            add(&stemmed, 1.0);
+        }
+        terms
+    }
+}
+
+impl Default for Vocabulary {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -244,6 +244,8 @@ def start_server(binary: str, provider_url: str, workdir: str) -> tuple[subproce
         "POLYTOMIC_OAUTH_TOKEN_URL": f"{provider_url}/oauth/token",
         "POLYTOMIC_OAUTH_CLIENT_ID": "mcp-upstream-client",
         "POLYTOMIC_OAUTH_SCOPES": "read write",
+        # A public upstream client has no secret to wrap a generated key with, so the key is configured.
+        "POLYTOMIC_MCP_SIGNING_KEY": "compat-test-signing-key-0123456789abcdef",
     })
     log = open(os.path.join(workdir, "consent-server.log"), "w")
     proc = subprocess.Popen([binary], env=env, stdout=log, stderr=subprocess.STDOUT)

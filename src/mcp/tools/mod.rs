@@ -12,6 +12,36 @@ use serde_json::Value;
 
 pub const TOOL_NAMES: [&str; 3] = [search::NAME, execute::NAME, feedback::NAME];
 
+/// The tool definitions for both kinds of session, built once at start-up (their schemas are constant).
+#[derive(Debug, Clone)]
+pub struct ToolSet {
+    full_access: Vec<Tool>,
+    read_only: Vec<Tool>,
+}
+
+impl ToolSet {
+    pub fn new() -> Self {
+        Self {
+            full_access: definitions(false),
+            read_only: definitions(true),
+        }
+    }
+
+    pub fn for_session(&self, read_only: bool) -> &[Tool] {
+        if read_only {
+            &self.read_only
+        } else {
+            &self.full_access
+        }
+    }
+}
+
+impl Default for ToolSet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Tool definitions as this session should see them.
 pub fn definitions(read_only_session: bool) -> Vec<Tool> {
     vec![
