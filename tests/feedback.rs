@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,34 +16,12 @@ use serde_json::{Value, json};
 const KEY: &str = "pk_test_feedback_0123456789";
 const BIN: &str = env!("CARGO_BIN_EXE_polytomic-mcp");
 
-/// Starts the real binary on port 0 and returns it with the address it logged.
-fn start_binary(database_url: &str, upstream: &str) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .env("POLYTOMIC_HTTP_PORT", "0")
-        .env("POLYTOMIC_MCP_DATABASE_URL", database_url)
-        .env("POLYTOMIC_BASE_URL", upstream)
-        .env("POLYTOMIC_MCP_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let address = loop {
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .unwrap();
-        if let Ok(event) = serde_json::from_str::<Value>(&line)
-            && event["message"] == "listening"
-        {
-            break event["address"].as_str().unwrap().to_owned();
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, address)
+fn start(database_url: &str, upstream: &str) -> (Child, String) {
+    common::start_binary(&[
+        ("POLYTOMIC_MCP_DATABASE_URL", database_url),
+        ("POLYTOMIC_BASE_URL", upstream),
+        ("RUST_LOG", "info"),
+    ])
 }
 
 async fn mcp_client(
@@ -67,7 +44,7 @@ async fn fifty_concurrent_submissions_acknowledged_before_kill_9_are_all_there_a
     let upstream = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let database_url = format!("sqlite://{}/durable.db", dir.path().display());
-    let (mut child, address) = start_binary(&database_url, &upstream.url());
+    let (mut child, address) = start(&database_url, &upstream.url());
 
     let mut tasks = Vec::new();
     for n in 0..50 {
@@ -92,7 +69,7 @@ async fn fifty_concurrent_submissions_acknowledged_before_kill_9_are_all_there_a
     child.kill().unwrap();
     child.wait().unwrap();
 
-    let (mut restarted, _) = start_binary(&database_url, &upstream.url());
+    let (mut restarted, _) = start(&database_url, &upstream.url());
     let store = Store::connect(&database_url).await.unwrap();
     for id in &ids {
         let record = store.get_feedback(id).await.unwrap();

@@ -4,15 +4,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{MockUpstream, TestApp, call, initialize_body, text_of};
 use serde_json::{Value, json};
 
 const KEY: &str = "pk_test_resilience_0123456789";
-const BIN: &str = env!("CARGO_BIN_EXE_polytomic-mcp");
 
 fn unique_key(tag: &str) -> String {
     format!("pk_{tag}_{}", uuid::Uuid::new_v4().simple())
@@ -459,27 +457,12 @@ async fn when_the_database_goes_away_readiness_fails_api_calls_work_and_feedback
 async fn sigterm_lets_the_request_in_flight_finish_then_exits() {
     let upstream = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .env("POLYTOMIC_HTTP_PORT", "0")
-        .env(
-            "POLYTOMIC_MCP_DATABASE_URL",
-            format!("sqlite://{}/drain.db", dir.path().display()),
-        )
-        .env("POLYTOMIC_BASE_URL", upstream.url())
-        .env("POLYTOMIC_MCP_LOG_FORMAT", "json")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let address = loop {
-        let line = lines.next().unwrap().unwrap();
-        if let Ok(event) = serde_json::from_str::<Value>(&line)
-            && event["message"] == "listening"
-        {
-            break event["address"].as_str().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let database_url = format!("sqlite://{}/drain.db", dir.path().display());
+    let upstream_url = upstream.url();
+    let (mut child, address) = common::start_binary(&[
+        ("POLYTOMIC_MCP_DATABASE_URL", &database_url),
+        ("POLYTOMIC_BASE_URL", &upstream_url),
+    ]);
     let url = format!("http://{address}/mcp");
     let in_flight = tokio::spawn(async move {
         let response = reqwest::Client::new()
@@ -534,28 +517,13 @@ async fn hundreds_of_concurrent_clients_get_every_answer_with_bounded_memory() {
     const CALLS: usize = 5;
     let upstream = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .env("POLYTOMIC_HTTP_PORT", "0")
-        .env(
-            "POLYTOMIC_MCP_DATABASE_URL",
-            format!("sqlite://{}/load.db", dir.path().display()),
-        )
-        .env("POLYTOMIC_BASE_URL", upstream.url())
-        .env("POLYTOMIC_MCP_LOG_FORMAT", "json")
-        .env("RUST_LOG", "warn,polytomic_mcp=info")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let address = loop {
-        let line = lines.next().unwrap().unwrap();
-        if let Ok(event) = serde_json::from_str::<Value>(&line)
-            && event["message"] == "listening"
-        {
-            break event["address"].as_str().unwrap().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let database_url = format!("sqlite://{}/load.db", dir.path().display());
+    let upstream_url = upstream.url();
+    let (mut child, address) = common::start_binary(&[
+        ("POLYTOMIC_MCP_DATABASE_URL", &database_url),
+        ("POLYTOMIC_BASE_URL", &upstream_url),
+        ("RUST_LOG", "warn,polytomic_mcp=info"),
+    ]);
     let pid = child.id();
     let idle = rss_kib(pid);
 

@@ -161,45 +161,18 @@ impl Keys {
 
     /// AES-256-GCM with a random nonce; `aad` binds the ciphertext to its row and column so it cannot be moved.
     pub fn encrypt(&self, plaintext: &str, aad: &str) -> Result<String, OAuthError> {
-        let nonce_bytes = random_bytes::<NONCE_LEN>(&self.rng)?;
-        let mut buffer = plaintext.as_bytes().to_vec();
-        self.aead
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce_bytes),
-                Aad::from(aad.as_bytes()),
-                &mut buffer,
-            )
-            .map_err(|_| OAuthError::Internal("encryption failed".into()))?;
-        let mut out = nonce_bytes.to_vec();
-        out.extend_from_slice(&buffer);
-        Ok(format!(
-            "{CIPHERTEXT_VERSION}{}",
-            URL_SAFE_NO_PAD.encode(out)
-        ))
+        seal_with(&self.aead, &self.rng, plaintext.as_bytes(), aad)
     }
 
     pub fn decrypt(&self, ciphertext: &str, aad: &str) -> Result<Secret, OAuthError> {
-        let fail = || {
+        let plain = open_with(&self.aead, ciphertext, aad).map_err(|()| {
             OAuthError::Internal(
                 "stored token does not decrypt (was the signing key changed?)".into(),
             )
-        };
-        let encoded = ciphertext
-            .strip_prefix(CIPHERTEXT_VERSION)
-            .ok_or_else(fail)?;
-        let raw = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| fail())?;
-        if raw.len() < NONCE_LEN {
-            return Err(fail());
-        }
-        let (nonce, sealed) = raw.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| fail())?;
-        let mut sealed = sealed.to_vec();
-        let plain = self
-            .aead
-            .open_in_place(nonce, Aad::from(aad.as_bytes()), &mut sealed)
-            .map_err(|_| fail())?;
-        let text = std::str::from_utf8(plain).map_err(|_| fail())?;
-        Ok(Secret::new(text))
+        })?;
+        String::from_utf8(plain)
+            .map(Secret::new)
+            .map_err(|_| OAuthError::Internal("stored token is not text".into()))
     }
 
     /// `prefix` followed by 256 random bits, base64url.

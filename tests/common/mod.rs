@@ -361,3 +361,33 @@ pub fn initialize_body(version: &str) -> Value {
         "protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "raw-test", "version": "1.0"}
     }})
 }
+
+/// Starts the real binary on port 0 with these environment variables (plus JSON logs) and returns it with the
+/// address it logged. The log keeps being drained so the server never blocks on a full pipe.
+pub fn start_binary(env: &[(&str, &str)]) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_polytomic-mcp"));
+    command
+        .env("POLYTOMIC_HTTP_PORT", "0")
+        .env("POLYTOMIC_MCP_LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let address = loop {
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .unwrap();
+        if let Ok(event) = serde_json::from_str::<Value>(&line)
+            && event["message"] == "listening"
+        {
+            break event["address"].as_str().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, address)
+}
