@@ -1688,3 +1688,25 @@ async fn a_generated_signing_key_is_stored_only_wrapped_under_the_client_secret(
     let message = start_error(public_client, &fresh).await;
     assert!(message.contains("POLYTOMIC_MCP_SIGNING_KEY"), "{message}");
 }
+
+#[tokio::test]
+async fn registration_floods_from_one_address_get_429() {
+    let oauth = spawn(&["--ip-rate-limit-per-minute", "2"]).await;
+    let url = format!("http://{}/register", oauth.app.addr);
+    let body = json!({"redirect_uris": ["http://127.0.0.1/callback"], "token_endpoint_auth_method": "none", "client_name": "flood"});
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(
+            oauth
+                .http
+                .post(&url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(statuses, [201, 201, 429]);
+}

@@ -80,7 +80,11 @@ pub fn router(state: AppState, shutdown: CancellationToken) -> Router {
     // The OAuth routes exist only when OAuth is on; otherwise the fallback answers 404 on every one of them,
     // which keeps clients from caching a bogus authorization server.
     if state.oauth.is_some() {
-        public = public.merge(crate::oauth::routes());
+        // Registration, consent and token endpoints face the internet unauthenticated (Claude registers a
+        // client on every fresh connect), so they share the per-address limit of `/mcp`.
+        public = public.merge(
+            crate::oauth::routes().layer(from_fn_with_state(state.clone(), protect::limit_ip)),
+        );
     }
 
     let cors = CorsLayer::new()

@@ -46,6 +46,37 @@ pub fn client_ip(request: &Request, trust_forwarded_for: bool) -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
+/// The per-address limit alone, for the public OAuth endpoints.
+pub async fn limit_ip(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match ip_over_limit(&state, &request) {
+        Some(refusal) => refusal,
+        None => next.run(request).await,
+    }
+}
+
+/// A 429 when the caller's address is over its per-minute limit.
+fn ip_over_limit(state: &AppState, request: &Request) -> Option<Response> {
+    let ip = client_ip(request, state.config.trust_forwarded_for);
+    let now = chrono::Utc::now().timestamp_millis();
+    let limit = state.config.ip_rate_limit_per_minute;
+    let Decision::Limited {
+        retry_after_secs, ..
+    } = state
+        .rate_limiter
+        .hit_local(&format!("ip:{ip}"), limit, now)
+    else {
+        return None;
+    };
+    state.metrics.rate_limited("ip");
+    Some(
+        ApiError::TooManyRequests {
+            message: format!("too many requests from this address (limit {limit} per minute); retry after {retry_after_secs} s"),
+            retry_after_secs,
+        }
+        .into_response(),
+    )
+}
+
 /// Header size, per-IP rate limit and JSON nesting, before authentication does any work.
 pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let header_bytes: usize = request
@@ -60,24 +91,8 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
         )
             .into_response();
     }
-    let ip = client_ip(&request, state.config.trust_forwarded_for);
-    let now = chrono::Utc::now().timestamp_millis();
-    if let Decision::Limited {
-        retry_after_secs, ..
-    } = state.rate_limiter.hit_local(
-        &format!("ip:{ip}"),
-        state.config.ip_rate_limit_per_minute,
-        now,
-    ) {
-        state.metrics.rate_limited("ip");
-        return ApiError::TooManyRequests {
-            message: format!(
-                "too many requests from this address (limit {} per minute); retry after {retry_after_secs} s",
-                state.config.ip_rate_limit_per_minute
-            ),
-            retry_after_secs,
-        }
-        .into_response();
+    if let Some(refusal) = ip_over_limit(&state, &request) {
+        return refusal;
     }
     if request.method() != http::Method::POST {
         return next.run(request).await;
