@@ -2,7 +2,7 @@
 # Load benchmark for polytomic-mcp (issue 8): the upstream call made directly and the same call through the
 # server, side by side in one run, plus search over MCP HTTP, memory and cold start.
 #
-#   benches/load.sh               # build the release binary, then measure (about 2 minutes after the build)
+#   benches/load.sh               # build the release binary, then measure (about 90 s after the build)
 #   benches/load.sh --no-build    # measure the binary already in target/release
 #
 # Everything runs on loopback: nginx serves GET /api/me as a small static upstream, the server proxies to it,
@@ -112,10 +112,17 @@ now_us() {
     echo $((10#${t%[.,]*} * 1000000 + 10#${t#*[.,]}))
 }
 
+# A port below the ephemeral range (so no outgoing connection of this very benchmark can hold it) that no
+# socket uses in any state.
 free_port() {
-    local port _
+    local low _high port _
+    read -r low _high </proc/sys/net/ipv4/ip_local_port_range
+    ((low > 12000)) || low=32768
     for _ in $(seq 200); do
-        port=$((20000 + RANDOM % 40000))
+        port=$((10000 + RANDOM % (low - 10000)))
+        if command -v ss >/dev/null 2>&1; then
+            [[ -z $(ss -Htan "( sport = :$port )" 2>/dev/null) ]] || continue
+        fi
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             echo "$port"
             return 0
@@ -208,7 +215,8 @@ for _ in $(seq 500); do
     nap 0.01
 done
 [[ $(http_status "$NGINX_PORT" /api/me 2>/dev/null) == 200* ]] || die "nginx did not start: $(cat "$TMP/nginx/"*.log)"
-NGINX_PIDS=("$NGINX_PID" $(ps -o pid= --ppid "$NGINX_PID"))
+mapfile -t NGINX_WORKERS < <(ps -o pid= --ppid "$NGINX_PID" | tr -d ' ')
+NGINX_PIDS=("$NGINX_PID" "${NGINX_WORKERS[@]}")
 
 # --- the server --------------------------------------------------------------------------------------------
 export POLYTOMIC_BASE_URL=http://127.0.0.1:$NGINX_PORT
@@ -302,7 +310,7 @@ SEARCH_BYTES=$(($(printf '%s' "$CHECK_SEARCH" | head -n -1 | wc -c)))
 echo idle >"$TMP/phase"
 (
     while kill -0 "$SERVER_PID" 2>/dev/null; do
-        read -r phase <"$TMP/phase" || phase=?
+        read -r phase <"$TMP/phase" || phase=unknown
         echo "$phase $(rss_kb "$SERVER_PID" 2>/dev/null || echo 0)"
         sleep 0.2
     done
@@ -310,7 +318,7 @@ echo idle >"$TMP/phase"
 SAMPLER_PID=$!
 PIDS+=("$SAMPLER_PID")
 
-declare -A RPS P50 P99 NON2XX ERRS REQS LOAD SRV_CPU NGX_CPU BUSY OTHERS
+declare -A RPS P50 P99 NON2XX ERRS LOAD SRV_CPU NGX_CPU BUSY OTHERS
 # CPU time (clock ticks) of this shell's finished children, i.e. the wrk runs, into CHILD_TICKS. `times`
 # must run in this shell (not in a $(...) subshell, whose children are its own), hence the file.
 children_ticks() {
@@ -322,8 +330,8 @@ children_ticks() {
 }
 # Total and idle jiffies of the whole machine, to show how busy it was during a run.
 machine_ticks() {
-    local cpu user nice system idle iowait irq softirq steal _
-    read -r cpu user nice system idle iowait irq softirq steal _ </proc/stat
+    local _cpu user nice system idle iowait irq softirq steal _
+    read -r _cpu user nice system idle iowait irq softirq steal _ </proc/stat
     echo "$((user + nice + system + idle + iowait + irq + softirq + steal)) $((idle + iowait))"
 }
 
@@ -360,7 +368,6 @@ run() {
     local kv
     declare -A r=()
     for kv in ${line#RESULT }; do r[${kv%%=*}]=${kv#*=}; done
-    REQS[$name]=${r[requests]}
     RPS[$name]=${r[rps]}
     P50[$name]=${r[p50_us]}
     P99[$name]=${r[p99_us]}

@@ -172,7 +172,7 @@ pub struct Config {
     pub trust_forwarded_for: bool,
 
     /// `/mcp` requests served at once; more are shed with 503 instead of queueing without bound.
-    #[arg(long, env = "POLYTOMIC_MCP_MAX_CONCURRENT_REQUESTS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, env = "POLYTOMIC_MCP_MAX_CONCURRENT_REQUESTS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_concurrent_requests: u32,
 
     /// On SIGTERM, how long in-flight requests may take to finish before the process exits anyway.

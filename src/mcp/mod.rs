@@ -148,18 +148,19 @@ impl ServerHandler for PolytomicMcp {
         }
         let arguments = Value::Object(request.arguments.unwrap_or_default());
         let name = request.name.as_ref();
+        // Each tool's future is boxed: held inline, the three would make every spawned request ~12 KB to copy.
         let (tool, result) = match name {
             tools::search::NAME => (
                 tools::search::NAME,
-                tools::search::call(&call, arguments).await,
+                Box::pin(tools::search::call(&call, arguments)).await,
             ),
             tools::execute::NAME => (
                 tools::execute::NAME,
-                tools::execute::call(&call, arguments).await,
+                Box::pin(tools::execute::call(&call, arguments)).await,
             ),
             tools::feedback::NAME => (
                 tools::feedback::NAME,
-                tools::feedback::call(&call, arguments).await,
+                Box::pin(tools::feedback::call(&call, arguments)).await,
             ),
             other => {
                 return Err(McpError::invalid_params(
@@ -223,18 +224,17 @@ impl PolytomicMcp {
 
 /// A successful result: the structured value plus the same information as compact text.
 pub fn tool_success(structured: Value, text: String) -> CallToolResult {
-    let mut result = CallToolResult::structured(structured);
-    result.content = vec![ContentBlock::text(text)];
+    // Built by hand: `CallToolResult::structured` would serialise the value to text only for us to replace it.
+    let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+    result.structured_content = Some(structured);
     result
 }
 
 /// A failed result the agent can act on: `message` says what went wrong and what to do next.
 pub fn tool_error(message: impl Into<String>, structured: Option<Value>) -> CallToolResult {
     let message = message.into();
-    let mut result = match structured {
-        Some(value) => CallToolResult::structured_error(value),
-        None => CallToolResult::structured_error(serde_json::json!({"error": message})),
-    };
-    result.content = vec![ContentBlock::text(message)];
+    let structured = structured.unwrap_or_else(|| serde_json::json!({"error": message}));
+    let mut result = CallToolResult::error(vec![ContentBlock::text(message)]);
+    result.structured_content = Some(structured);
     result
 }
