@@ -833,3 +833,59 @@ async fn a_bad_document_at_start_up_fails_with_a_clear_message() {
         "{message}"
     );
 }
+
+// ---------------------------------------------------------------- the direct path for tools/call
+
+#[tokio::test]
+async fn the_direct_tools_call_path_answers_exactly_as_rmcp_does() {
+    let app = TestApp::spawn().await;
+    let auth = format!("Bearer {KEY}");
+    let body = json!({"jsonrpc": "2.0", "id": 42, "method": "tools/call",
+        "params": {"name": "search", "arguments": {"query": "start a bulk sync now"}}});
+    // With the protocol header the request takes the direct path; without it, rmcp's.
+    let direct = app
+        .post_mcp(
+            &[
+                ("authorization", auth.as_str()),
+                ("mcp-protocol-version", "2025-11-25"),
+            ],
+            body.clone(),
+        )
+        .await;
+    assert_eq!(direct.status(), 200);
+    assert_eq!(direct.headers()["content-type"], "application/json");
+    let direct: Value = direct.json().await.unwrap();
+    let via_rmcp = app
+        .post_mcp(&[("authorization", auth.as_str())], body)
+        .await;
+    let via_rmcp: Value = via_rmcp.json().await.unwrap();
+    assert_eq!(direct, via_rmcp);
+    assert_eq!(direct["id"], 42);
+    assert!(direct["result"].get("resultType").is_none());
+
+    // A string id, an error result, and an unknown tool (which rmcp answers).
+    let error = app
+        .post_mcp(
+            &[("authorization", auth.as_str()), ("mcp-protocol-version", "2025-06-18")],
+            json!({"jsonrpc": "2.0", "id": "req-1", "method": "tools/call", "params": {"name": "execute", "arguments": {"method": "GET", "path": "/nope"}}}),
+        )
+        .await;
+    let error: Value = error.json().await.unwrap();
+    assert_eq!(error["id"], "req-1");
+    assert_eq!(error["result"]["isError"], true);
+    let unknown = app
+        .post_mcp(
+            &[("authorization", auth.as_str()), ("mcp-protocol-version", "2025-11-25")],
+            json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "rm", "arguments": {}}}),
+        )
+        .await;
+    let unknown: Value = unknown.json().await.unwrap();
+    assert!(
+        unknown["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown tool"),
+        "{unknown}"
+    );
+    assert!(app.upstream.requests().is_empty());
+}

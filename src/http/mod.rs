@@ -20,6 +20,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
+mod direct;
 mod protect;
 
 pub use protect::{MAX_JSON_DEPTH, OverLimit, json_depth};
@@ -50,6 +51,7 @@ pub fn router(state: AppState, shutdown: CancellationToken) -> Router {
     );
     let mcp = Router::new()
         .route_service("/mcp", mcp_service)
+        .layer(from_fn_with_state(state.clone(), direct::tools_call))
         .layer(from_fn_with_state(state.clone(), protect::limit_principal))
         .layer(from_fn_with_state(state.clone(), require_principal))
         .layer(from_fn_with_state(state.clone(), protect::guard))

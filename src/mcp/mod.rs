@@ -101,10 +101,6 @@ impl ServerHandler for PolytomicMcp {
     ) -> Result<CallToolResponse, McpError> {
         let principal = Self::principal(&context)?;
         let parts = context.extensions.get::<http::request::Parts>();
-        let request_id = parts
-            .and_then(|p| p.headers.get("x-request-id"))
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
         // In stateless mode rmcp stands in an "rmcp" client for requests after initialize; fall back to the
         // User-Agent header, which Claude Code and Codex set to their name and version.
         let client = context
@@ -117,109 +113,140 @@ impl ServerHandler for PolytomicMcp {
                 )
             })
             .filter(|(name, _)| name != "rmcp")
-            .or_else(|| {
-                let agent = parts?
-                    .headers
-                    .get(http::header::USER_AGENT)?
-                    .to_str()
-                    .ok()?;
-                let first = agent.split_whitespace().next()?;
-                let (name, version) = first.split_once('/').unwrap_or((first, ""));
-                Some((
-                    name.chars().take(100).collect(),
-                    version.chars().take(50).collect(),
-                ))
-            });
-        let call = CallContext {
-            state: &self.state,
-            principal,
-            request_id,
-            client,
-        };
-        if let Some(over) = parts.and_then(|p| p.extensions.get::<crate::http::OverLimit>()) {
-            return Ok(tool_error(
-                format!(
-                    "rate limit reached for this credential ({} requests per minute); nothing was done. Slow down: wait {} s before the next call, and batch work into fewer calls.",
-                    self.state.config.rate_limit_per_minute, over.retry_after_secs
-                ),
-                Some(serde_json::json!({"error": "rate_limited", "retry_after": over.retry_after_secs})),
-            )
-            .into());
-        }
+            .or_else(|| parts.and_then(|p| client_from_user_agent(&p.headers)));
         let arguments = Value::Object(request.arguments.unwrap_or_default());
-        let name = request.name.as_ref();
-        // Each tool's future is boxed: held inline, the three would make every spawned request ~12 KB to copy.
-        let (tool, result) = match name {
-            tools::search::NAME => (
-                tools::search::NAME,
-                Box::pin(tools::search::call(&call, arguments)).await,
-            ),
-            tools::execute::NAME => (
-                tools::execute::NAME,
-                Box::pin(tools::execute::call(&call, arguments)).await,
-            ),
-            tools::feedback::NAME => (
-                tools::feedback::NAME,
-                Box::pin(tools::feedback::call(&call, arguments)).await,
-            ),
-            other => {
-                return Err(McpError::invalid_params(
-                    format!(
-                        "unknown tool {other:?}; this server has: {}",
-                        TOOL_NAMES.join(", ")
-                    ),
-                    None,
-                ));
-            }
-        };
-        let outcome = if result.is_error == Some(true) {
-            "error"
-        } else {
-            "ok"
-        };
-        let operation = result
-            .structured_content
-            .as_ref()
-            .and_then(|s| s.get("operation"))
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        self.state.metrics.tool_call(tool, outcome, operation);
-        self.remember(principal, tool, outcome, &result);
-        Ok(result.into())
+        match dispatch(
+            &self.state,
+            principal,
+            parts,
+            client,
+            request.name.as_ref(),
+            arguments,
+        )
+        .await
+        {
+            Some(result) => Ok(result.into()),
+            None => Err(McpError::invalid_params(
+                format!(
+                    "unknown tool {:?}; this server has: {}",
+                    request.name,
+                    TOOL_NAMES.join(", ")
+                ),
+                None,
+            )),
+        }
     }
 }
 
-impl PolytomicMcp {
-    /// Keeps a short summary of the call for the principal's next feedback record.
-    fn remember(&self, principal: &Principal, tool: &str, outcome: &str, result: &CallToolResult) {
-        if tool == tools::feedback::NAME {
-            return;
-        }
-        let structured = result.structured_content.as_ref();
-        let field = |name: &str| structured.and_then(|s| s.get(name));
-        let call = crate::feedback::CallSummary {
-            id: format!("call_{}", uuid::Uuid::now_v7().simple()),
-            at_ms: chrono::Utc::now().timestamp_millis(),
-            tool: tool.to_owned(),
-            operation: field("operation")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            status: field("status")
-                .and_then(Value::as_u64)
-                .and_then(|s| u16::try_from(s).ok())
-                .filter(|s| *s > 0),
-            outcome: outcome.to_owned(),
-            error_key: field("refused")
-                .and_then(Value::as_str)
-                .or_else(|| {
-                    field("body")
-                        .and_then(|b| b.get("key"))
-                        .and_then(Value::as_str)
-                })
-                .map(str::to_owned),
-        };
-        self.state.recent_calls.record(&principal.fingerprint, call);
+/// `name/version` from the first product of a User-Agent header.
+pub fn client_from_user_agent(headers: &http::HeaderMap) -> Option<(String, String)> {
+    let agent = headers.get(http::header::USER_AGENT)?.to_str().ok()?;
+    let first = agent.split_whitespace().next()?;
+    let (name, version) = first.split_once('/').unwrap_or((first, ""));
+    Some((
+        name.chars().take(100).collect(),
+        version.chars().take(50).collect(),
+    ))
+}
+
+/// Runs one tool call; `None` when no tool has that name. Shared by rmcp's handler and the direct path for
+/// single stateless `tools/call` POSTs, so both answer identically.
+pub async fn dispatch(
+    state: &AppState,
+    principal: &Principal,
+    parts: Option<&http::request::Parts>,
+    client: Option<(String, String)>,
+    name: &str,
+    arguments: Value,
+) -> Option<CallToolResult> {
+    let request_id = parts
+        .and_then(|p| p.headers.get("x-request-id"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let call = CallContext {
+        state,
+        principal,
+        request_id,
+        client,
+    };
+    if let Some(over) = parts.and_then(|p| p.extensions.get::<crate::http::OverLimit>()) {
+        return Some(tool_error(
+            format!(
+                "rate limit reached for this credential ({} requests per minute); nothing was done. Slow down: wait {} s before the next call, and batch work into fewer calls.",
+                state.config.rate_limit_per_minute, over.retry_after_secs
+            ),
+            Some(
+                serde_json::json!({"error": "rate_limited", "retry_after": over.retry_after_secs}),
+            ),
+        ));
     }
+    // Each tool's future is boxed: held inline, the three would make every spawned request ~12 KB to copy.
+    let (tool, result) = match name {
+        tools::search::NAME => (
+            tools::search::NAME,
+            Box::pin(tools::search::call(&call, arguments)).await,
+        ),
+        tools::execute::NAME => (
+            tools::execute::NAME,
+            Box::pin(tools::execute::call(&call, arguments)).await,
+        ),
+        tools::feedback::NAME => (
+            tools::feedback::NAME,
+            Box::pin(tools::feedback::call(&call, arguments)).await,
+        ),
+        _ => return None,
+    };
+    let outcome = if result.is_error == Some(true) {
+        "error"
+    } else {
+        "ok"
+    };
+    let operation = result
+        .structured_content
+        .as_ref()
+        .and_then(|s| s.get("operation"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    state.metrics.tool_call(tool, outcome, operation);
+    remember(state, principal, tool, outcome, &result);
+    Some(result)
+}
+
+/// Keeps a short summary of the call for the principal's next feedback record.
+fn remember(
+    state: &AppState,
+    principal: &Principal,
+    tool: &str,
+    outcome: &str,
+    result: &CallToolResult,
+) {
+    if tool == tools::feedback::NAME {
+        return;
+    }
+    let structured = result.structured_content.as_ref();
+    let field = |name: &str| structured.and_then(|s| s.get(name));
+    let call = crate::feedback::CallSummary {
+        id: format!("call_{}", uuid::Uuid::now_v7().simple()),
+        at_ms: chrono::Utc::now().timestamp_millis(),
+        tool: tool.to_owned(),
+        operation: field("operation")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        status: field("status")
+            .and_then(Value::as_u64)
+            .and_then(|s| u16::try_from(s).ok())
+            .filter(|s| *s > 0),
+        outcome: outcome.to_owned(),
+        error_key: field("refused")
+            .and_then(Value::as_str)
+            .or_else(|| {
+                field("body")
+                    .and_then(|b| b.get("key"))
+                    .and_then(Value::as_str)
+            })
+            .map(str::to_owned),
+    };
+    state.recent_calls.record(&principal.fingerprint, call);
 }
 
 /// A successful result: the structured value plus the same information as compact text.
