@@ -36,18 +36,20 @@ enum Field {
     Body,
 }
 
+/// One term's entry in the inverted index.
 #[derive(Debug)]
-struct DocTerms {
-    /// term → weighted, length-normalised frequency summed over fields (the BM25F pseudo-frequency).
-    weighted_tf: HashMap<String, f32>,
+struct Postings {
+    idf: f32,
+    /// (operation position, weighted length-normalised frequency summed over fields: the BM25F pseudo-frequency).
+    docs: Vec<(usize, f32)>,
 }
 
 /// An index and its ranker, built together and swapped together.
 #[derive(Debug)]
 pub struct Catalog {
     pub index: OperationIndex,
-    docs: Vec<DocTerms>,
-    idf: HashMap<String, f32>,
+    /// term → the operations that contain it: a query looks up each of its terms once, not once per operation.
+    postings: HashMap<String, Postings>,
     vocabulary: rules::Vocabulary,
 }
 
@@ -80,10 +82,9 @@ impl Catalog {
         for len in avg_len.values_mut() {
             *len = (*len / n).max(1.0);
         }
-        let mut df: HashMap<String, u32> = HashMap::new();
-        let mut docs = Vec::with_capacity(field_texts.len());
-        for fields in &field_texts {
-            let mut weighted_tf: HashMap<String, f32> = HashMap::new();
+        let mut postings: HashMap<String, Postings> = HashMap::new();
+        for (position, fields) in field_texts.iter().enumerate() {
+            let mut weighted_tf: HashMap<&str, f32> = HashMap::new();
             for (field, toks) in fields {
                 let Some(&(_, weight, b)) = FIELDS.iter().find(|(f, _, _)| f == field) else {
                     continue;
@@ -95,25 +96,27 @@ impl Catalog {
                     *counts.entry(tok.as_str()).or_default() += 1.0;
                 }
                 for (tok, count) in counts {
-                    *weighted_tf.entry(tok.to_owned()).or_default() += weight * count / norm;
+                    *weighted_tf.entry(tok).or_default() += weight * count / norm;
                 }
             }
-            for term in weighted_tf.keys() {
-                *df.entry(term.clone()).or_default() += 1;
+            for (term, tf) in weighted_tf {
+                postings
+                    .entry(term.to_owned())
+                    .or_insert_with(|| Postings {
+                        idf: 0.0,
+                        docs: Vec::new(),
+                    })
+                    .docs
+                    .push((position, tf));
             }
-            docs.push(DocTerms { weighted_tf });
         }
-        let idf = df
-            .into_iter()
-            .map(|(term, count)| {
-                let count = count as f32;
-                (term, ((n - count + 0.5) / (count + 0.5) + 1.0).ln())
-            })
-            .collect();
+        for entry in postings.values_mut() {
+            let count = entry.docs.len() as f32;
+            entry.idf = ((n - count + 0.5) / (count + 0.5) + 1.0).ln();
+        }
         Self {
             index,
-            docs,
-            idf,
+            postings,
             vocabulary: rules::Vocabulary::new(),
         }
     }
@@ -125,26 +128,23 @@ impl Catalog {
             return Vec::new();
         }
         let intent = rules::Intent::of(query);
+        let mut scores = vec![0.0f32; self.index.operations.len()];
+        for (term, weight) in &terms {
+            let Some(entry) = self.postings.get(term) else {
+                continue;
+            };
+            for &(position, tf) in &entry.docs {
+                scores[position] += weight * entry.idf * tf * (K1 + 1.0) / (tf + K1);
+            }
+        }
         let mut hits: Vec<Hit<'_>> = Vec::new();
-        for (op, doc) in self.index.operations.iter().zip(&self.docs) {
-            if !passes(op, filters) {
+        for (op, score) in self.index.operations.iter().zip(scores) {
+            if score <= 0.0 || !passes(op, filters) {
                 continue;
             }
-            let mut score = 0.0;
-            for (term, weight) in &terms {
-                let Some(tf) = doc.weighted_tf.get(term) else {
-                    continue;
-                };
-                let idf = self.idf.get(term).copied().unwrap_or(0.0);
-                score += weight * idf * tf * (K1 + 1.0) / (tf + K1);
-            }
-            if score <= 0.0 {
-                continue;
-            }
-            score *= intent.multiplier(op);
             hits.push(Hit {
                 operation: op,
-                score,
+                score: score * intent.multiplier(op),
             });
         }
         hits.sort_by(|a, b| {
