@@ -1710,3 +1710,49 @@ async fn registration_floods_from_one_address_get_429() {
     }
     assert_eq!(statuses, [201, 201, 429]);
 }
+
+#[tokio::test]
+async fn registrations_never_used_for_a_week_are_purged() {
+    let oauth = spawn(&[]).await;
+    let url = format!("http://{}/register", oauth.app.addr);
+    let mut ids = Vec::new();
+    for name in ["stale", "fresh"] {
+        let body = json!({"redirect_uris": ["http://127.0.0.1/callback"], "token_endpoint_auth_method": "none", "client_name": name});
+        let registered: Value = oauth
+            .http
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(registered["client_id"].as_str().unwrap().to_owned());
+    }
+    let store = polytomic_mcp::store::Store::connect(&oauth.app.database_url)
+        .await
+        .unwrap();
+    let polytomic_mcp::store::Store::Sqlite(pool) = &store else {
+        panic!("sqlite expected")
+    };
+    sqlx::query("UPDATE oauth_clients SET created_at_ms = 0 WHERE client_id = $1")
+        .bind(&ids[0])
+        .execute(pool)
+        .await
+        .unwrap();
+    store
+        .purge_oauth(chrono::Utc::now().timestamp_millis())
+        .await
+        .unwrap();
+    let remaining: Vec<String> =
+        sqlx::query_scalar("SELECT client_id FROM oauth_clients WHERE kind = 'dcr'")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        remaining,
+        [ids[1].clone()],
+        "the week-old unused registration is gone, the new one stays"
+    );
+}

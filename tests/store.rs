@@ -109,3 +109,17 @@ async fn a_bad_database_url_names_the_variable() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn oauth_purge_statements_run_on_every_backend() {
+    for (name, store, _dir) in backends().await {
+        store
+            .purge_oauth(chrono::Utc::now().timestamp_millis())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        store
+            .purge_rate_limits(0)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}

@@ -542,6 +542,11 @@ impl Store {
             "DELETE FROM oauth_refresh_tokens WHERE expires_at_ms < $1",
             "DELETE FROM oauth_sessions WHERE expires_at_ms < $1",
             "DELETE FROM oauth_clients WHERE kind = 'cimd' AND expires_at_ms < $1",
+            // Claude registers a client on every fresh connect: drop registrations that never led to a sign-in
+            // within a week, so the table does not grow without bound.
+            "DELETE FROM oauth_clients WHERE kind = 'dcr' AND created_at_ms < $1 - 604800000 \
+             AND NOT EXISTS (SELECT 1 FROM oauth_sessions s WHERE s.client_id = oauth_clients.client_id) \
+             AND NOT EXISTS (SELECT 1 FROM oauth_pending p WHERE p.client_id = oauth_clients.client_id)",
         ];
         with_pool!(self, pool => {
             for sql in STATEMENTS {
