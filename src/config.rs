@@ -146,6 +146,15 @@ pub struct Config {
     )]
     pub feedback_webhook_url: Option<Secret>,
 
+    /// Shared secret that signs each webhook delivery (`X-Polytomic-MCP-Signature: sha256=…` over
+    /// `"{X-Polytomic-MCP-Timestamp}.{body}"`).
+    #[arg(
+        long,
+        env = "POLYTOMIC_MCP_FEEDBACK_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
+    pub feedback_webhook_secret: Option<Secret>,
+
     /// Delivery attempts before a record moves to the dead letters.
     #[arg(long, env = "POLYTOMIC_MCP_FEEDBACK_WEBHOOK_MAX_ATTEMPTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub feedback_webhook_max_attempts: u32,

@@ -84,6 +84,8 @@ impl RecentCalls {
 #[derive(Clone)]
 pub struct WebhookConfig {
     pub url: url::Url,
+    /// Signs each delivery (HMAC-SHA256) when set.
+    pub secret: Option<crate::secret::Secret>,
     pub max_attempts: i64,
     pub retry_base: Duration,
 }
@@ -133,7 +135,7 @@ async fn deliver_due(
             continue;
         };
         let attempts = claimed.attempts + 1;
-        match post(http, &config.url, &record).await {
+        match post(http, config, &record).await {
             Ok(()) => {
                 store.delivery_succeeded(&record.id).await?;
                 tracing::info!(feedback_id = %record.id, attempts, "feedback delivered to webhook");
@@ -167,14 +169,39 @@ async fn deliver_due(
     Ok(())
 }
 
+/// `sha256=` + hex HMAC-SHA256 of `"{timestamp}.{body}"`: the receiver recomputes it with the shared secret to
+/// know the record came from this server, and rejects old timestamps to stop replays.
+pub fn webhook_signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let mut context = ring::hmac::Context::with_key(&key);
+    context.update(timestamp.to_string().as_bytes());
+    context.update(b".");
+    context.update(body);
+    let tag = context.sign();
+    let mut out = String::from("sha256=");
+    for byte in tag.as_ref() {
+        out.push_str(&format!("{byte:02x}"));
+    }
+    out
+}
+
 async fn post(
     http: &reqwest::Client,
-    url: &url::Url,
+    config: &WebhookConfig,
     record: &FeedbackRecord,
 ) -> Result<(), String> {
     let body = serde_json::to_vec(&webhook_payload(record)).map_err(|e| e.to_string())?;
-    let response = http
-        .post(url.clone())
+    let mut request = http.post(config.url.clone());
+    if let Some(secret) = &config.secret {
+        let timestamp = chrono::Utc::now().timestamp();
+        request = request
+            .header("X-Polytomic-MCP-Timestamp", timestamp.to_string())
+            .header(
+                "X-Polytomic-MCP-Signature",
+                webhook_signature(secret.expose(), timestamp, &body),
+            );
+    }
+    let response = request
         .header(http::header::CONTENT_TYPE, "application/json")
         .header(
             "User-Agent",

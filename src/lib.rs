@@ -93,6 +93,7 @@ pub async fn build_state(config: Config, bound_port: u16) -> Result<AppState, St
                         "POLYTOMIC_MCP_FEEDBACK_WEBHOOK_URL: expected an http(s) URL".into(),
                     )
                 })?,
+            secret: config.feedback_webhook_secret.clone(),
             max_attempts: i64::from(config.feedback_webhook_max_attempts),
             retry_base: Duration::from_millis(config.feedback_webhook_retry_ms),
         }),

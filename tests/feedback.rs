@@ -403,3 +403,64 @@ async fn operators_list_show_and_export_feedback_from_the_cli() {
     let (ok, _, err) = cli(&db, &["feedback", "list", "--format", "xml"]);
     assert!(!ok && err.contains("table, json, csv"), "{err}");
 }
+
+#[tokio::test]
+async fn webhook_deliveries_are_signed_when_a_secret_is_set() {
+    let captured: Arc<Mutex<Option<(axum::http::HeaderMap, Vec<u8>)>>> = Arc::new(Mutex::new(None));
+    let sink = captured.clone();
+    let receiver = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let sink = sink.clone();
+                async move {
+                    *sink.lock().unwrap() = Some((headers, body.to_vec()));
+                    axum::http::StatusCode::OK
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, receiver).await.unwrap() });
+
+    let secret = "whsec-test-0123456789";
+    let app = TestApp::spawn_with(&[
+        "--feedback-webhook-url",
+        &url,
+        "--feedback-webhook-secret",
+        secret,
+    ])
+    .await;
+    let client = app.client(KEY, &[]).await;
+    call(
+        &client,
+        "submit_mcp_feedback",
+        json!({"category": "docs", "summary": "signed please"}),
+    )
+    .await;
+    let mut delivered = None;
+    for _ in 0..100 {
+        if let Some(got) = captured.lock().unwrap().clone() {
+            delivered = Some(got);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (headers, body) = delivered.expect("delivered");
+    let timestamp: i64 = headers["x-polytomic-mcp-timestamp"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let signature = headers["x-polytomic-mcp-signature"].to_str().unwrap();
+    assert_eq!(
+        signature,
+        polytomic_mcp::feedback::webhook_signature(secret, timestamp, &body)
+    );
+    assert_ne!(
+        signature,
+        polytomic_mcp::feedback::webhook_signature("another-secret", timestamp, &body)
+    );
+    assert!((chrono::Utc::now().timestamp() - timestamp).abs() < 60);
+}
