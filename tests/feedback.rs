@@ -404,9 +404,12 @@ async fn operators_list_show_and_export_feedback_from_the_cli() {
     assert!(!ok && err.contains("table, json, csv"), "{err}");
 }
 
+/// The headers and raw body of one webhook delivery.
+type Delivery = (axum::http::HeaderMap, Vec<u8>);
+
 #[tokio::test]
 async fn webhook_deliveries_are_signed_when_a_secret_is_set() {
-    let captured: Arc<Mutex<Option<(axum::http::HeaderMap, Vec<u8>)>>> = Arc::new(Mutex::new(None));
+    let captured: Arc<Mutex<Option<Delivery>>> = Arc::new(Mutex::new(None));
     let sink = captured.clone();
     let receiver = axum::Router::new().route(
         "/hook",
