@@ -180,9 +180,13 @@ pub struct Config {
     #[arg(long, env = "POLYTOMIC_MCP_TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set)]
     pub trust_forwarded_for: bool,
 
-    /// `/mcp` requests served at once; more are shed with 503 instead of queueing without bound.
+    /// `/mcp` requests served at once; more wait up to the queue time for a slot, then get 503.
     #[arg(long, env = "POLYTOMIC_MCP_MAX_CONCURRENT_REQUESTS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_concurrent_requests: u32,
+
+    /// How long a request over the in-flight limit waits for a slot before 503 (0: refuse at once).
+    #[arg(long, env = "POLYTOMIC_MCP_QUEUE_WAIT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub queue_wait_ms: u64,
 
     /// On SIGTERM, how long in-flight requests may take to finish before the process exits anyway.
     #[arg(long, env = "POLYTOMIC_MCP_SHUTDOWN_GRACE_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=600))]
@@ -245,6 +249,10 @@ impl Config {
 
     pub fn upstream_timeout(&self) -> Duration {
         Duration::from_millis(self.upstream_timeout_ms)
+    }
+
+    pub fn queue_wait(&self) -> Duration {
+        Duration::from_millis(self.queue_wait_ms)
     }
 
     /// Checks that involve more than one variable.

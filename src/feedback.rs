@@ -56,7 +56,11 @@ impl RecentCalls {
                 }
             }
         }
-        let calls = map.entry(principal.to_owned()).or_default();
+        // Looked up before inserting, so the common case (a known principal) does not allocate its key.
+        let calls = match map.get_mut(principal) {
+            Some(calls) => calls,
+            None => map.entry(principal.to_owned()).or_default(),
+        };
         calls.push_back(call);
         while calls.len() > RECENT_CALLS {
             calls.pop_front();

@@ -279,7 +279,9 @@ async fn one_address_over_its_limit_gets_429_before_authentication() {
 
 #[tokio::test]
 async fn at_the_concurrency_limit_extra_requests_are_shed_with_503() {
-    let app = TestApp::spawn_with(&["--max-concurrent-requests", "1"]).await;
+    // The extra request waits 200 ms for a slot; the slow one holds it for 1.5 s.
+    let app =
+        TestApp::spawn_with(&["--max-concurrent-requests", "1", "--queue-wait-ms", "200"]).await;
     let url = app.mcp_url();
     let auth = format!("Bearer {KEY}");
     let slow = {
@@ -307,6 +309,12 @@ async fn at_the_concurrency_limit_extra_requests_are_shed_with_503() {
         .await;
     assert_eq!(shed.status(), 503);
     assert_eq!(
+        shed.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    assert_eq!(
         slow.await.unwrap(),
         200,
         "the request in flight still completes"
@@ -327,6 +335,47 @@ async fn at_the_concurrency_limit_extra_requests_are_shed_with_503() {
     assert!(
         metrics.contains("polytomic_mcp_load_shed_total 1"),
         "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn at_the_concurrency_limit_a_request_waits_for_a_slot_within_the_queue_time() {
+    // One slot, held 1.5 s by the slow call; the second call may wait up to 3 s for it.
+    let app =
+        TestApp::spawn_with(&["--max-concurrent-requests", "1", "--queue-wait-ms", "3000"]).await;
+    let url = app.mcp_url();
+    let auth = format!("Bearer {KEY}");
+    let call = |path: &'static str| {
+        let (url, auth) = (url.clone(), auth.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let status = reqwest::Client::new()
+                .post(url)
+                .header("authorization", auth)
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2025-11-25")
+                .body(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "execute", "arguments": {"method": "GET", "path": path}}}).to_string())
+                .send()
+                .await
+                .unwrap()
+                .status();
+            (status, started.elapsed())
+        })
+    };
+    let slow = call("/api/connections/slowish");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let queued = call("/api/me");
+    let (slow_status, _) = slow.await.unwrap();
+    let (queued_status, queued_took) = queued.await.unwrap();
+    assert_eq!(slow_status, 200);
+    assert_eq!(
+        queued_status, 200,
+        "the queued request is served once the slot frees"
+    );
+    assert!(
+        queued_took >= Duration::from_millis(900),
+        "it waited for the slow call to finish first ({queued_took:?})"
     );
 }
 

@@ -1,10 +1,8 @@
-//! The layer in front of `/mcp`: runs before method routing, so every request (GET, POST, DELETE, anything)
-//! is authenticated first and a client's discovery never meets a 405 before a 401.
+//! Authentication in front of `/mcp`: runs before method routing (see `http::front`), so every request (GET,
+//! POST, DELETE, anything) is authenticated first and a client's discovery never meets a 405 before a 401.
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, header};
+use http::{HeaderMap, Uri, header};
 
 use super::{Credential, Principal, parse_modes};
 use crate::error::ApiError;
@@ -14,16 +12,13 @@ use crate::state::AppState;
 /// Longest bearer token accepted; real keys and our tokens are far shorter.
 const MAX_TOKEN_LEN: usize = 4096;
 
-pub async fn require_principal(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let token = match bearer_token(request.headers()) {
+/// The caller behind the request's bearer token and `X-Polytomic-*` headers, or the 401/400 to answer.
+pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, Response> {
+    let token = match bearer_token(headers) {
         Ok(token) => token,
         Err((reason, message)) => {
             state.metrics.auth_failure(reason);
-            return ApiError::Unauthorized {
+            return Err(ApiError::Unauthorized {
                 message,
                 // With OAuth on, the challenge points clients at the protected resource metadata (RFC 9728).
                 realm_hint: state
@@ -31,14 +26,14 @@ pub async fn require_principal(
                     .as_ref()
                     .map(|oauth| crate::oauth::resource::challenge(oauth, None)),
             }
-            .into_response();
+            .into_response());
         }
     };
-    let modes = match parse_modes(request.headers(), state.config.max_access_mode) {
+    let modes = match parse_modes(headers, state.config.max_access_mode) {
         Ok(modes) => modes,
         Err(error) => {
             state.metrics.auth_failure("bad_header");
-            return ApiError::BadHeader(error).into_response();
+            return Err(ApiError::BadHeader(error).into_response());
         }
     };
     if token
@@ -48,31 +43,25 @@ pub async fn require_principal(
         // One of our own tokens: checked here and never passed upstream.
         let Some(oauth) = state.oauth.as_ref() else {
             state.metrics.auth_failure("invalid_token");
-            return ApiError::Unauthorized {
+            return Err(ApiError::Unauthorized {
                 message: "OAuth is not enabled on this server; send a Polytomic API key".into(),
                 realm_hint: None,
             }
-            .into_response();
+            .into_response());
         };
-        return match crate::oauth::resource::authenticate(&state, oauth, &token, modes).await {
-            Ok(principal) => {
-                request.extensions_mut().insert(principal);
-                next.run(request).await
-            }
-            Err(error) => error.into_response(),
-        };
+        return crate::oauth::resource::authenticate(state, oauth, &token, modes)
+            .await
+            .map_err(IntoResponse::into_response);
     }
     let fingerprint = token.fingerprint();
-    let principal = Principal {
+    Ok(Principal {
         credential: Credential::ApiKey(token),
         auth_mode: modes.auth_mode,
         access_mode: modes.access_mode,
         partner_org_id: modes.partner_org_id,
         organization_id: None,
         fingerprint,
-    };
-    request.extensions_mut().insert(principal);
-    next.run(request).await
+    })
 }
 
 /// Extracts the token from `Authorization: Bearer <token>`; tokens anywhere else are ignored on purpose.
@@ -120,53 +109,52 @@ fn bearer_token(headers: &HeaderMap) -> Result<Secret, (&'static str, String)> {
     Ok(Secret::new(token))
 }
 
-/// Rejects requests whose `Host` is not this server's, and browser requests from origins not allowed.
+/// The refusal for a request whose `Host` is not this server's, or a browser request from an origin not
+/// allowed; `None` lets it through.
 /// DNS-rebinding protection for `/mcp`: a page on another site must not be able to drive a local server.
-pub async fn check_host_and_origin(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| request.uri().authority().map(|a| a.to_string()));
+pub fn check_host_and_origin(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Option<Response> {
+    let host = match headers.get(header::HOST) {
+        Some(value) => value.to_str().ok().map(std::borrow::Cow::Borrowed),
+        None => uri
+            .authority()
+            .map(|a| std::borrow::Cow::Owned(a.to_string())),
+    };
     let Some(host) = host else {
-        return ApiError::Forbidden("the request has no Host header".into()).into_response();
+        return Some(
+            ApiError::Forbidden("the request has no readable Host header".into()).into_response(),
+        );
     };
     if !host_allowed(&state.allowed_hosts, &host) {
         state.metrics.auth_failure("bad_host");
-        return ApiError::Forbidden(format!(
+        return Some(ApiError::Forbidden(format!(
             "Host {:?} is not served here; this server answers for {} (set POLYTOMIC_MCP_PUBLIC_URL to the URL clients use)",
             host.chars().take(100).collect::<String>(),
             state.public_url.as_str().trim_end_matches('/')
         ))
-        .into_response();
+        .into_response());
     }
-    if let Some(origin) = request.headers().get(header::ORIGIN) {
-        let origin = origin
-            .to_str()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        if !state.allowed_origins.contains(&origin) {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default().trim();
+        if !state
+            .allowed_origins
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(origin))
+        {
             state.metrics.auth_failure("bad_origin");
-            return ApiError::Forbidden(format!(
+            return Some(ApiError::Forbidden(format!(
                 "Origin {:?} is not allowed to call this server; allowed: {} (operators add browser origins with POLYTOMIC_MCP_ALLOWED_ORIGINS)",
-                origin.chars().take(100).collect::<String>(),
+                origin.to_ascii_lowercase().chars().take(100).collect::<String>(),
                 state.allowed_origins.join(", ")
             ))
-            .into_response();
+            .into_response());
         }
     }
-    next.run(request).await
+    None
 }
 
 fn host_allowed(allowed: &[String], host: &str) -> bool {
-    let host = host.trim().to_ascii_lowercase();
-    allowed.contains(&host)
+    let host = host.trim();
+    allowed.iter().any(|name| name.eq_ignore_ascii_case(host))
 }
 
 /// The `Host` values that address this server: the public URL's authority (with and without its default

@@ -4,7 +4,7 @@
 mod middleware;
 mod modes;
 
-pub use middleware::{allowed_hosts, allowed_origins, check_host_and_origin, require_principal};
+pub use middleware::{allowed_hosts, allowed_origins, authenticate, check_host_and_origin};
 pub use modes::{AccessMode, AuthMode, HeaderError, Modes, parse_modes};
 
 use crate::secret::Secret;

@@ -4,12 +4,10 @@
 //! same [`dispatch`] that rmcp's handler calls, so the answer is identical. Anything else — other methods,
 //! batches, sessions, unknown fields, unusual headers or unknown tools — goes to rmcp unchanged.
 
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use http::request::Parts;
 use http::{HeaderMap, Method, StatusCode, header};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::auth::Principal;
@@ -37,6 +35,13 @@ struct Params {
     _meta: Option<Value>,
 }
 
+#[derive(Serialize)]
+struct Reply<'a> {
+    jsonrpc: &'static str,
+    id: &'a Value,
+    result: &'a rmcp::model::CallToolResult,
+}
+
 /// Only requests whose every header is the ordinary kind take the direct path.
 fn eligible(method: &Method, headers: &HeaderMap) -> bool {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -50,45 +55,37 @@ fn eligible(method: &Method, headers: &HeaderMap) -> bool {
         && !headers.contains_key("mcp-method")
 }
 
-pub async fn tools_call(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if !eligible(request.method(), request.headers()) {
-        return next.run(request).await;
+/// Answers the request when it is a single `tools/call` this path handles; `None` hands it to rmcp.
+pub async fn try_tools_call(state: &AppState, parts: &Parts, body: &[u8]) -> Option<Response> {
+    if !eligible(&parts.method, &parts.headers) {
+        return None;
     }
-    let (parts, body) = request.into_parts();
-    // The guard layer already read and capped the body; this only takes it back out.
-    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
-        return StatusCode::BAD_REQUEST.into_response();
-    };
-    let envelope = serde_json::from_slice::<Envelope>(&bytes).ok().filter(|e| {
+    let envelope = serde_json::from_slice::<Envelope>(body).ok().filter(|e| {
         e.jsonrpc == "2.0" && e.method == "tools/call" && (e.id.is_number() || e.id.is_string())
-    });
-    let (Some(envelope), Some(principal)) = (envelope, parts.extensions.get::<Principal>()) else {
-        return next
-            .run(Request::from_parts(parts, Body::from(bytes)))
-            .await;
-    };
+    })?;
+    let principal = parts.extensions.get::<Principal>()?;
     let arguments = Value::Object(envelope.params.arguments.unwrap_or_default());
     let client = client_from_user_agent(&parts.headers);
-    let Some(mut result) = dispatch(
-        &state,
+    // `None` for an unknown tool: rmcp words that JSON-RPC error.
+    let mut result = dispatch(
+        state,
         principal,
-        Some(&parts),
+        Some(parts),
         client,
         &envelope.params.name,
         arguments,
     )
-    .await
-    else {
-        // An unknown tool: rmcp words the JSON-RPC error.
-        return next
-            .run(Request::from_parts(parts, Body::from(bytes)))
-            .await;
-    };
+    .await?;
     // The result-type discriminator belongs to protocol 2026-07-28; older revisions omit it.
     result.result_type = None;
-    let reply = serde_json::json!({"jsonrpc": "2.0", "id": envelope.id, "result": result});
-    match serde_json::to_vec(&reply) {
+    // Written straight from the result: going through `json!` would first copy it into a `Value` tree.
+    let reply = Reply {
+        jsonrpc: "2.0",
+        id: &envelope.id,
+        result: &result,
+    };
+    Some(match serde_json::to_vec(&reply) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
+    })
 }

@@ -8,24 +8,23 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::trace::TraceLayer;
+use tracing::Instrument;
 
 mod direct;
+mod front;
 mod protect;
 
 pub use protect::{MAX_JSON_DEPTH, OverLimit, json_depth};
 
-use crate::auth::{check_host_and_origin, require_principal};
 use crate::mcp::PolytomicMcp;
 use crate::state::AppState;
 use crate::telemetry::RequestLabels;
@@ -34,7 +33,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: AppState, shutdown: CancellationToken) -> Router {
     let body_limit = usize::try_from(state.config.max_request_bytes).unwrap_or(1 << 20);
-    // Host and Origin are checked by our own layer (before authentication, one rule for every method), so
+    // Host and Origin are checked by our own front (before authentication, one rule for every method), so
     // rmcp's built-in host list is disabled rather than kept in sync.
     let mcp_config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
@@ -44,36 +43,21 @@ pub fn router(state: AppState, shutdown: CancellationToken) -> Router {
         .with_max_request_body_bytes(body_limit)
         .disable_allowed_hosts();
     let mcp_state = state.clone();
-    let mcp_service = StreamableHttpService::new(
+    let rmcp = StreamableHttpService::new(
         move || Ok(PolytomicMcp::new(mcp_state.clone())),
         Arc::new(NeverSessionManager::default()),
         mcp_config,
     );
+    let front = front::McpFront {
+        state: state.clone(),
+        rmcp: Arc::new(rmcp),
+        in_flight: Arc::new(Semaphore::new(
+            state.config.max_concurrent_requests as usize,
+        )),
+    };
     let mcp = Router::new()
-        .route_service("/mcp", mcp_service)
-        .layer(from_fn_with_state(state.clone(), direct::tools_call))
-        .layer(from_fn_with_state(state.clone(), protect::limit_principal))
-        .layer(from_fn_with_state(state.clone(), require_principal))
-        .layer(from_fn_with_state(state.clone(), protect::guard))
-        .layer(from_fn_with_state(state.clone(), check_host_and_origin))
-        .layer(
-            // Past the limit, shed load at once (503) rather than queue requests and grow memory.
-            tower::ServiceBuilder::new()
-                .layer(axum::error_handling::HandleErrorLayer::new({
-                    let state = state.clone();
-                    move |_: tower::BoxError| {
-                        let state = state.clone();
-                        async move {
-                            state.metrics.load_shed.inc();
-                            crate::error::ApiError::Unavailable(
-                                "the server is at capacity; retry in a second".into(),
-                            )
-                        }
-                    }
-                }))
-                .load_shed()
-                .concurrency_limit(state.config.max_concurrent_requests as usize),
-        );
+        .route("/mcp", any(front::serve))
+        .with_state(front);
 
     let mut public = Router::new()
         .route("/healthz", get(healthz))
@@ -130,24 +114,64 @@ pub fn router(state: AppState, shutdown: CancellationToken) -> Router {
         .merge(mcp)
         .fallback(not_found)
         .layer(RequestBodyLimitLayer::new(body_limit))
-        .layer(from_fn_with_state(state.clone(), count_requests))
         .layer(cors)
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let request_id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
-        }))
-        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 
-async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = match request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(MatchedPath::as_str)
-    {
+/// Request id, log span, request metrics and sensitive-header marking for every request, in one layer.
+async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    // A caller's own request id is kept when it is a sane token, so logs can be joined across services.
+    let request_id = match request.headers().get(&REQUEST_ID) {
+        Some(id) if id.len() <= 128 && id.as_bytes().iter().all(u8::is_ascii_graphic) => id.clone(),
+        _ => {
+            let mut buffer = uuid::Uuid::encode_buffer();
+            let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
+            let id = HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("-"));
+            request.headers_mut().insert(REQUEST_ID, id.clone());
+            id
+        }
+    };
+    // Marked so that no Debug output of the headers can show a credential.
+    for name in [header::AUTHORIZATION, header::COOKIE] {
+        if let header::Entry::Occupied(mut entry) = request.headers_mut().entry(name) {
+            for value in entry.iter_mut() {
+                value.set_sensitive(true);
+            }
+        }
+    }
+    let route = route_label(request.extensions().get::<MatchedPath>());
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = request_id.to_str().unwrap_or("-"),
+    );
+    let started = std::time::Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let status = response.status();
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&RequestLabels {
+            route,
+            status: status.as_u16(),
+        })
+        .inc();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| {
+        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+            tracing::error!(status = status.as_u16(), latency_ms, "response");
+        } else {
+            tracing::debug!(status = status.as_u16(), latency_ms, "response");
+        }
+    });
+    response.headers_mut().insert(REQUEST_ID, request_id);
+    response
+}
+
+fn route_label(matched: Option<&MatchedPath>) -> &'static str {
+    match matched.map(MatchedPath::as_str) {
         Some("/mcp") => "/mcp",
         Some("/healthz") => "/healthz",
         Some("/readyz") => "/readyz",
@@ -159,17 +183,7 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
         Some("/revoke") => "/revoke",
         Some(path) if path.starts_with("/register") => "/register",
         _ => "other",
-    };
-    let response = next.run(request).await;
-    state
-        .metrics
-        .http_requests
-        .get_or_create(&RequestLabels {
-            route,
-            status: response.status().as_u16(),
-        })
-        .inc();
-    response
+    }
 }
 
 async fn healthz() -> impl IntoResponse {

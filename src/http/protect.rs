@@ -1,5 +1,5 @@
 //! Protection in front of `/mcp`: per-IP and per-principal rate limits, header and JSON nesting limits.
-//! (Body size and concurrency limits are tower layers in the router.)
+//! (The body size limit is a tower layer in the router; the in-flight limit is in `front`.)
 
 use std::net::SocketAddr;
 
@@ -7,7 +7,9 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http::{StatusCode, header};
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Extensions, HeaderMap, StatusCode, header};
 use serde_json::json;
 
 use crate::auth::Principal;
@@ -29,18 +31,20 @@ pub struct OverLimit {
 
 /// The caller's address: the connection's peer, or the last `X-Forwarded-For` hop when the operator says a
 /// trusted proxy sets it.
-pub fn client_ip(request: &Request, trust_forwarded_for: bool) -> String {
+pub fn client_ip(
+    headers: &HeaderMap,
+    extensions: &Extensions,
+    trust_forwarded_for: bool,
+) -> String {
     if trust_forwarded_for
-        && let Some(last) = request
-            .headers()
+        && let Some(last) = headers
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.rsplit(',').next())
     {
         return last.trim().to_owned();
     }
-    request
-        .extensions()
+    extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0.ip().to_string())
         .unwrap_or_else(|| "unknown".to_owned())
@@ -48,22 +52,30 @@ pub fn client_ip(request: &Request, trust_forwarded_for: bool) -> String {
 
 /// The per-address limit alone, for the public OAuth endpoints.
 pub async fn limit_ip(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    match ip_over_limit(&state, &request) {
+    match ip_over_limit(&state, request.headers(), request.extensions()) {
         Some(refusal) => refusal,
         None => next.run(request).await,
     }
 }
 
 /// A 429 when the caller's address is over its per-minute limit.
-fn ip_over_limit(state: &AppState, request: &Request) -> Option<Response> {
-    let ip = client_ip(request, state.config.trust_forwarded_for);
+fn ip_over_limit(
+    state: &AppState,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+) -> Option<Response> {
+    let mut bucket = String::with_capacity(48);
+    bucket.push_str("ip:");
+    bucket.push_str(&client_ip(
+        headers,
+        extensions,
+        state.config.trust_forwarded_for,
+    ));
     let now = chrono::Utc::now().timestamp_millis();
     let limit = state.config.ip_rate_limit_per_minute;
     let Decision::Limited {
         retry_after_secs, ..
-    } = state
-        .rate_limiter
-        .hit_local(&format!("ip:{ip}"), limit, now)
+    } = state.rate_limiter.hit_local(&bucket, limit, now)
     else {
         return None;
     };
@@ -77,88 +89,72 @@ fn ip_over_limit(state: &AppState, request: &Request) -> Option<Response> {
     )
 }
 
-/// Header size, per-IP rate limit and JSON nesting, before authentication does any work.
-pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let header_bytes: usize = request
-        .headers()
+/// The refusal for oversized headers or an address over its limit, checked before authentication does any
+/// work; `None` lets the request through.
+pub fn check_headers_and_address(state: &AppState, parts: &Parts) -> Option<Response> {
+    let header_bytes: usize = parts
+        .headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
     if header_bytes > MAX_HEADER_BYTES {
-        return (
+        return Some((
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             axum::Json(json!({"error": "headers_too_large", "message": format!("request headers total {header_bytes} bytes; the limit is {MAX_HEADER_BYTES}")})),
         )
-            .into_response();
+            .into_response());
     }
-    if let Some(refusal) = ip_over_limit(&state, &request) {
-        return refusal;
-    }
-    if request.method() != http::Method::POST {
-        return next.run(request).await;
-    }
-    // The body is already capped by the size limit layer; read it once to check its nesting.
-    let (parts, body) = request.into_parts();
+    ip_over_limit(state, &parts.headers, &parts.extensions)
+}
+
+/// Reads a POST body (already capped by the size-limit layer) and checks its nesting before any parser sees it.
+pub async fn read_body(state: &AppState, body: Body) -> Result<Bytes, Response> {
     let limit = usize::try_from(state.config.max_request_bytes).unwrap_or(1 << 20);
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                axum::Json(json!({"error": "body_too_large", "message": format!("the request body is larger than {limit} bytes")})),
-            )
-                .into_response();
-        }
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+        return Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            axum::Json(json!({"error": "body_too_large", "message": format!("the request body is larger than {limit} bytes")})),
+        )
+            .into_response());
     };
     if json_depth(&bytes) > MAX_JSON_DEPTH {
-        return (
+        return Err((
             StatusCode::BAD_REQUEST,
             [(header::CONTENT_TYPE, "application/json")],
             json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": format!("JSON nested deeper than {MAX_JSON_DEPTH} levels")}}).to_string(),
         )
-            .into_response();
+            .into_response());
     }
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    Ok(bytes)
 }
 
-/// Per-principal rate limit, after authentication. Over the limit, tool calls get a tool error; far over it
-/// (twice the limit), every request gets 429.
+/// Per-principal rate limit, after authentication. Over the limit, tool calls get a tool error (the returned
+/// marker); far over it (twice the limit), every request gets 429.
 pub async fn limit_principal(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let Some(fingerprint) = request
-        .extensions()
-        .get::<Principal>()
-        .map(|p| p.fingerprint.clone())
-    else {
-        return next.run(request).await;
-    };
+    state: &AppState,
+    principal: &Principal,
+) -> Result<Option<OverLimit>, Response> {
     let limit = state.config.rate_limit_per_minute;
     let now = chrono::Utc::now().timestamp_millis();
-    if let Decision::Limited {
+    let mut bucket = String::with_capacity(16 + principal.fingerprint.len());
+    bucket.push_str("principal:");
+    bucket.push_str(&principal.fingerprint);
+    let Decision::Limited {
         retry_after_secs,
         count,
-    } = state
-        .rate_limiter
-        .hit_shared(&format!("principal:{fingerprint}"), limit, now)
-        .await
-    {
-        state.metrics.rate_limited("principal");
-        if count > 2 * i64::from(limit) {
-            return ApiError::TooManyRequests {
-                message: format!("this credential sent more than {limit} requests this minute; retry after {retry_after_secs} s"),
-                retry_after_secs,
-            }
-            .into_response();
+    } = state.rate_limiter.hit_shared(&bucket, limit, now).await
+    else {
+        return Ok(None);
+    };
+    state.metrics.rate_limited("principal");
+    if count > 2 * i64::from(limit) {
+        return Err(ApiError::TooManyRequests {
+            message: format!("this credential sent more than {limit} requests this minute; retry after {retry_after_secs} s"),
+            retry_after_secs,
         }
-        request
-            .extensions_mut()
-            .insert(OverLimit { retry_after_secs });
+        .into_response());
     }
-    next.run(request).await
+    Ok(Some(OverLimit { retry_after_secs }))
 }
 
 /// Deepest nesting of objects and arrays in a JSON text, ignoring brackets inside strings. Invalid JSON is

@@ -64,7 +64,9 @@ impl Upstream {
         let client = reqwest::Client::builder()
             .connect_timeout(config.upstream_connect_timeout())
             .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
+            // As many idle connections as requests may be in flight: with fewer, a burst closes the extras
+            // after use and the next burst pays for new connections (and TLS handshakes) again.
+            .pool_max_idle_per_host(config.max_concurrent_requests as usize)
             .tcp_nodelay(true)
             // A redirect could carry the caller's key to another host; Polytomic's API does not redirect.
             .redirect(reqwest::redirect::Policy::none())

@@ -22,6 +22,8 @@ pub struct Shaped {
     pub next: Option<Value>,
     /// Requested fields that matched nothing in the response.
     pub unmatched_fields: Vec<String>,
+    /// `body` as compact JSON, when measuring it already produced that text (bodies kept whole).
+    pub text: Option<String>,
 }
 
 pub fn shape_body(
@@ -34,6 +36,7 @@ pub fn shape_body(
         truncated,
         next,
         unmatched_fields,
+        text: None,
     };
     if raw.is_empty() {
         return shaped(Value::Null, None, None, Vec::new());
@@ -54,9 +57,14 @@ pub fn shape_body(
     } else {
         project(parsed, options.fields)
     };
-    let size = serialized_len(&parsed);
+    // Measured by serialising, and the text is kept: the tool result shows the same JSON as text.
+    let text = serde_json::to_string(&parsed).unwrap_or_default();
+    let size = text.len();
     if size <= options.max_chars {
-        return shaped(parsed, None, next, unmatched);
+        return Shaped {
+            text: Some(text),
+            ..shaped(parsed, None, next, unmatched)
+        };
     }
     let (body, truncated) = trim_to_budget(parsed, size, options.max_chars, next.is_some());
     shaped(body, Some(truncated), next, unmatched)

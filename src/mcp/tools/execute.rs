@@ -312,7 +312,10 @@ fn respond(
                 .collect(),
         );
     }
-    let body_text = serde_json::to_string(&structured["body"]).unwrap_or_default();
+    let body_text = match shaped.text {
+        Some(text) => text,
+        None => serde_json::to_string(&structured["body"]).unwrap_or_default(),
+    };
     if response.status.is_success() {
         let mut text = format!(
             "{} {} → {}\n{}",
