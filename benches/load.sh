@@ -6,14 +6,18 @@
 #   benches/load.sh --no-build    # measure the binary already in target/release
 #
 # Everything runs on loopback: nginx serves GET /api/me as a small static upstream, the server proxies to it,
-# and wrk (scripts in benches/wrk/) drives both. The report is printed and written to
+# and wrk (scripts in benches/wrk/) drives both. A second nginx, configured as a plain reverse proxy in front of
+# the first, is measured too: the cost of one bare HTTP hop on this machine, with no MCP work at all. Besides the
+# saturating runs (every connection sends its next request as soon as the last is answered), paced runs send
+# ~10,000 calls/s over the same 32 connections, so added latency is seen without queueing for the CPU. The report is printed and written to
 # target/bench/load-report.txt; raw wrk output goes to target/bench/load-raw/.
 #
 # Environment knobs (defaults in brackets): DURATION [15] seconds per measured run, WARMUP [3] seconds before
 # each, CONNS [32], MANY_CONNS [1000] and MANY_DURATION [10] for the many-connections run, THREADS [2] wrk
-# threads, SINGLE_DURATION [5] for the one-connection latency runs, SETTLE [10] seconds of idling before the last
-# RSS reading, COLD_RUNS [5] cold starts per case. For experiments only: SERVER_RUST_LOG [warn] is the server's
-# RUST_LOG ("default" leaves it unset, i.e. the production filter), SERVER_PRELOAD is put in the server's
+# threads, SINGLE_DURATION [5] for the one-connection latency runs, PACE_MS [3] mean pause between a paced
+# connection's calls, SETTLE [10] seconds of idling before the last RSS reading, COLD_RUNS [5] cold starts per
+# case. For experiments only: SERVER_RUST_LOG [default] is the server's RUST_LOG ("default" leaves it unset:
+# the production filter, which writes an audit line per execute), SERVER_PRELOAD is put in the server's
 # LD_PRELOAD (e.g. /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 to try another allocator).
 set -euo pipefail
 
@@ -24,7 +28,7 @@ for arg in "$@"; do
     case "$arg" in
         --no-build) BUILD=0 ;;
         -h | --help)
-            sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -43,7 +47,8 @@ SINGLE_DURATION=${SINGLE_DURATION:-5}
 SETTLE=${SETTLE:-10}
 THREADS=${THREADS:-2}
 COLD_RUNS=${COLD_RUNS:-5}
-SERVER_RUST_LOG=${SERVER_RUST_LOG:-warn}
+PACE_MS=${PACE_MS:-3}
+SERVER_RUST_LOG=${SERVER_RUST_LOG:-default}
 SERVER_PRELOAD=${SERVER_PRELOAD:-}
 LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
 BIN=$ROOT/target/release/polytomic-mcp
@@ -161,6 +166,18 @@ hwm_kb() {
     echo 0
 }
 
+cpu_split() { # "utime stime" of the given pids, in clock ticks
+    local user=0 system=0 pid stat rest
+    for pid in "$@"; do
+        stat=$(<"/proc/$pid/stat") || continue
+        rest=${stat##*) }
+        read -r -a f <<<"$rest"
+        user=$((user + f[11]))
+        system=$((system + f[12]))
+    done
+    echo "$user $system"
+}
+
 cpu_ticks() { # utime + stime of the given pids, in clock ticks
     local total=0 pid stat rest
     for pid in "$@"; do
@@ -217,6 +234,46 @@ done
 [[ $(http_status "$NGINX_PORT" /api/me 2>/dev/null) == 200* ]] || die "nginx did not start: $(cat "$TMP/nginx/"*.log)"
 mapfile -t NGINX_WORKERS < <(ps -o pid= --ppid "$NGINX_PID" | tr -d ' ')
 NGINX_PIDS=("$NGINX_PID" "${NGINX_WORKERS[@]}")
+
+# --- reference: nginx as a plain reverse proxy to the same upstream (one HTTP hop, no MCP) --------------------
+PROXY_PORT=$(free_port)
+mkdir -p "$TMP/proxy"
+cat >"$TMP/proxy/nginx.conf" <<EOF
+daemon off;
+worker_processes 1;
+pid $TMP/proxy/nginx.pid;
+error_log $TMP/proxy/error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+    client_body_temp_path $TMP/proxy/body;
+    proxy_temp_path $TMP/proxy/proxy;
+    fastcgi_temp_path $TMP/proxy/fastcgi;
+    uwsgi_temp_path $TMP/proxy/uwsgi;
+    scgi_temp_path $TMP/proxy/scgi;
+    upstream polytomic { server 127.0.0.1:$NGINX_PORT; keepalive 256; }
+    server {
+        listen 127.0.0.1:$PROXY_PORT;
+        location / {
+            proxy_pass http://polytomic;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+"$NGINX" -p "$TMP/proxy" -c "$TMP/proxy/nginx.conf" -e "$TMP/proxy/error.log" 2>"$TMP/proxy/stderr.log" &
+PROXY_PID=$!
+PIDS+=("$PROXY_PID")
+for _ in $(seq 500); do
+    [[ $(http_status "$PROXY_PORT" /api/me 2>/dev/null) == 200* ]] && break
+    nap 0.01
+done
+[[ $(http_status "$PROXY_PORT" /api/me 2>/dev/null) == 200* ]] || die "the proxy nginx did not start: $(cat "$TMP/proxy/"*.log)"
+mapfile -t PROXY_WORKERS < <(ps -o pid= --ppid "$PROXY_PID" | tr -d ' ')
+PROXY_PIDS=("$PROXY_PID" "${PROXY_WORKERS[@]}")
 
 # --- the server --------------------------------------------------------------------------------------------
 export POLYTOMIC_BASE_URL=http://127.0.0.1:$NGINX_PORT
@@ -318,7 +375,11 @@ echo idle >"$TMP/phase"
 SAMPLER_PID=$!
 PIDS+=("$SAMPLER_PID")
 
-declare -A RPS P50 P99 NON2XX ERRS LOAD SRV_CPU NGX_CPU BUSY OTHERS
+declare -A RPS P50 P99 NON2XX ERRS LOAD SRV_CPU SRV_USR SRV_SYS NGX_CPU BUSY OTHERS
+# Whose CPU the "srv" columns measure (the server, or the proxy nginx for the reference run), and the pause of
+# paced runs (empty: saturating).
+SUBJECT_PIDS=()
+PACE=
 # CPU time (clock ticks) of this shell's finished children, i.e. the wrk runs, into CHILD_TICKS. `times`
 # must run in this shell (not in a $(...) subshell, whose children are its own), hence the file.
 children_ticks() {
@@ -344,21 +405,23 @@ run() {
     ((conns >= threads)) || threads=$conns
     if ((WARMUP > 0)); then
         echo "warmup-$name" >"$TMP/phase"
-        wrk -t"$threads" -c"$conns" -d"${WARMUP}s" --timeout 5s -s "$script" "$url" "${args[@]}" >"$RAW/warmup-$name.txt" 2>&1
+        WRK_PACE_MS=$PACE wrk -t"$threads" -c"$conns" -d"${WARMUP}s" --timeout 5s -s "$script" "$url" "${args[@]}" >"$RAW/warmup-$name.txt" 2>&1
     fi
     LOAD[$name]=$(loadavg)
     echo "$name" >"$TMP/phase"
-    local s0 n0 m0 w0 s1 n1 m1 w1
+    local s0 n0 m0 w0 s1 n1 m1 w1 u0 u1
     children_ticks
     w0=$CHILD_TICKS
-    s0=$(cpu_ticks "$SERVER_PID")
+    s0=$(cpu_ticks "${SUBJECT_PIDS[@]}")
+    u0=$(cpu_split "${SUBJECT_PIDS[@]}")
     n0=$(cpu_ticks "${NGINX_PIDS[@]}")
     m0=$(machine_ticks)
-    log "$name: wrk -t$threads -c$conns -d${secs}s (load ${LOAD[$name]})"
-    wrk -t"$threads" -c"$conns" -d"${secs}s" --timeout 5s --latency -s "$script" "$url" "${args[@]}" >"$RAW/$name.txt" 2>&1 ||
+    log "$name: wrk -t$threads -c$conns -d${secs}s${PACE:+ paced ${PACE} ms} (load ${LOAD[$name]})"
+    WRK_PACE_MS=$PACE wrk -t"$threads" -c"$conns" -d"${secs}s" --timeout 5s --latency -s "$script" "$url" "${args[@]}" >"$RAW/$name.txt" 2>&1 ||
         die "wrk failed for $name: $(tail -5 "$RAW/$name.txt")"
     m1=$(machine_ticks)
-    s1=$(cpu_ticks "$SERVER_PID")
+    s1=$(cpu_ticks "${SUBJECT_PIDS[@]}")
+    u1=$(cpu_split "${SUBJECT_PIDS[@]}")
     n1=$(cpu_ticks "${NGINX_PIDS[@]}")
     children_ticks
     w1=$CHILD_TICKS
@@ -375,6 +438,11 @@ run() {
     ERRS[$name]=$((r[connect_err] + r[read_err] + r[write_err] + r[timeouts]))
     # CPU microseconds per request (server and nginx), and how busy both cores were overall.
     SRV_CPU[$name]=$(awk -v t=$((s1 - s0)) -v hz="$CLK_TCK" -v n="${r[requests]}" 'BEGIN { printf "%.0f", n ? t * 1e6 / hz / n : 0 }')
+    local ua0 us0 ua1 us1
+    read -r ua0 us0 <<<"$u0"
+    read -r ua1 us1 <<<"$u1"
+    SRV_USR[$name]=$(awk -v t=$((ua1 - ua0)) -v hz="$CLK_TCK" -v n="${r[requests]}" 'BEGIN { printf "%.0f", n ? t * 1e6 / hz / n : 0 }')
+    SRV_SYS[$name]=$(awk -v t=$((us1 - us0)) -v hz="$CLK_TCK" -v n="${r[requests]}" 'BEGIN { printf "%.0f", n ? t * 1e6 / hz / n : 0 }')
     NGX_CPU[$name]=$(awk -v t=$((n1 - n0)) -v hz="$CLK_TCK" -v n="${r[requests]}" 'BEGIN { printf "%.0f", n ? t * 1e6 / hz / n : 0 }')
     read -r mt0 mi0 <<<"$m0"
     read -r mt1 mi1 <<<"$m1"
@@ -385,10 +453,19 @@ run() {
 }
 
 log "measuring at $CONNS connections, ${DURATION}s each after ${WARMUP}s warm-up"
+SUBJECT_PIDS=("$SERVER_PID")
 run direct "$CONNS" "$DURATION" "http://127.0.0.1:$NGINX_PORT/api/me" benches/wrk/direct.lua
 run execute "$CONNS" "$DURATION" "$MCP_URL" benches/wrk/mcp.lua execute
 run search "$CONNS" "$DURATION" "$MCP_URL" benches/wrk/mcp.lua search
 RSS_AFTER_32=$(rss_kb "$SERVER_PID")
+SUBJECT_PIDS=("${PROXY_PIDS[@]}")
+run proxy "$CONNS" "$DURATION" "http://127.0.0.1:$PROXY_PORT/api/me" benches/wrk/direct.lua
+SUBJECT_PIDS=("$SERVER_PID")
+# Paced: the same connections at ~10,000 calls/s, well below what either side saturates at.
+PACE=$PACE_MS
+run direct-paced "$CONNS" "$DURATION" "http://127.0.0.1:$NGINX_PORT/api/me" benches/wrk/direct.lua
+run execute-paced "$CONNS" "$DURATION" "$MCP_URL" benches/wrk/mcp.lua execute
+PACE=
 # One connection, one call at a time: the latency a single agent sees, without queueing behind 31 others.
 WARMUP_SAVED=$WARMUP
 WARMUP=1
@@ -432,33 +509,42 @@ CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 MANY=execute-c$MANY_CONNS
 ADDED_P50=$((P50[execute] - P50[direct]))
 ADDED_P99=$((P99[execute] - P99[direct]))
+ADDED_PACED_P50=$((P50[execute-paced] - P50[direct-paced]))
+ADDED_PROXY_P50=$((P50[proxy] - P50[direct]))
 {
     echo "polytomic-mcp load benchmark  $(date -u +%Y-%m-%dT%H:%M:%SZ)  commit $(git rev-parse --short HEAD 2>/dev/null || echo ?)$(git diff --quiet -- src 2>/dev/null || echo ' (src modified)')"
     echo "machine: nproc=$(nproc)  cpu=\"$CPU_MODEL\"  kernel=$(uname -r)  mem=$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
     echo "tools: $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)  $("$NGINX" -v 2>&1 | sed 's/.*: //')  wrk -t$THREADS, ${DURATION}s per run after ${WARMUP}s warm-up; upstream nginx (1 worker) on loopback"
-    echo "command: benches/load.sh$( ((BUILD)) || echo ' --no-build')  (binary built $BUILT_AT; server RUST_LOG=$SERVER_RUST_LOG${SERVER_PRELOAD:+, LD_PRELOAD=$SERVER_PRELOAD}; load average at start $LOAD_AT_START)"
+    echo "command: benches/load.sh$( ((BUILD)) || echo ' --no-build')  (binary built $BUILT_AT; server RUST_LOG=$([[ $SERVER_RUST_LOG == default ]] && echo 'unset (production filter, an audit line per execute)' || echo "$SERVER_RUST_LOG")${SERVER_PRELOAD:+, LD_PRELOAD=$SERVER_PRELOAD}; load average at start $LOAD_AT_START)"
     echo
-    printf '%-22s %6s %10s %9s %9s %8s %7s %10s %10s %5s %6s  %s\n' run conns "req/s" "p50 ms" "p99 ms" non-2xx errors "srv us/req" "ngx us/req" busy others "load avg before"
-    for name in direct execute search direct-c1 execute-c1 "$MANY"; do
+    printf '%-27s %6s %10s %9s %9s %8s %7s %10s %11s %10s %5s %6s  %s\n' run conns "req/s" "p50 ms" "p99 ms" non-2xx errors "srv us/req" "usr/sys us" "ngx us/req" busy others "load avg before"
+    for name in direct execute search proxy direct-paced execute-paced direct-c1 execute-c1 "$MANY"; do
         label=$name
         conns=$CONNS
         case $name in
             direct) label="(a) direct nginx" ;;
             execute) label="(b) execute via MCP" ;;
             search) label="(c) search via MCP" ;;
+            proxy) label="(d) nginx reverse proxy" ;;
+            direct-paced) label="(e) direct nginx, paced" ;;
+            execute-paced) label="(f) execute via MCP, paced" ;;
             direct-c1) label="direct nginx" conns=1 ;;
             execute-c1) label="execute via MCP" conns=1 ;;
             *) label="execute via MCP" conns=$MANY_CONNS ;;
         esac
         srv=${SRV_CPU[$name]}
-        [[ $name == direct* ]] && srv=-
-        printf '%-22s %6s %10s %9s %9s %8s %7s %10s %10s %4s%% %5s%%  %s\n' "$label" "$conns" "${RPS[$name]}" "$(ms "${P50[$name]}")" "$(ms "${P99[$name]}")" \
-            "${NON2XX[$name]}" "${ERRS[$name]}" "$srv" "${NGX_CPU[$name]}" "${BUSY[$name]}" "${OTHERS[$name]}" "${LOAD[$name]}"
+        split="${SRV_USR[$name]}/${SRV_SYS[$name]}"
+        [[ $name == direct* ]] && srv=- && split=-
+        printf '%-27s %6s %10s %9s %9s %8s %7s %10s %11s %10s %4s%% %5s%%  %s\n' "$label" "$conns" "${RPS[$name]}" "$(ms "${P50[$name]}")" "$(ms "${P99[$name]}")" \
+            "${NON2XX[$name]}" "${ERRS[$name]}" "$srv" "$split" "${NGX_CPU[$name]}" "${BUSY[$name]}" "${OTHERS[$name]}" "${LOAD[$name]}"
     done
     echo
     echo "ratios (execute vs direct): throughput $(pct "${RPS[execute]}" "${RPS[direct]}") of direct;" \
         "added p50 $(ms "$ADDED_P50") ms; added p99 $(ms "$ADDED_P99") ms at $CONNS connections;" \
         "at 1 connection added p50 $(ms $((P50[execute-c1] - P50[direct-c1]))) ms, p99 $(ms $((P99[execute-c1] - P99[direct-c1]))) ms"
+    echo "paced (~$(awk -v r="${RPS[execute-paced]}" 'BEGIN { printf "%.0f", r }') calls/s over $CONNS connections): added p50 $(ms "$ADDED_PACED_P50") ms, p99 $(ms $((P99[execute-paced] - P99[direct-paced]))) ms"
+    echo "reference hop (nginx reverse proxy, no MCP): $(pct "${RPS[proxy]}" "${RPS[direct]}") of direct, added p50 $(ms "$ADDED_PROXY_P50") ms," \
+        "${SRV_CPU[proxy]} us CPU per request; the server spends $(ratio "${SRV_CPU[execute]}" "${SRV_CPU[proxy]}")x that on an execute call"
     echo "vs TypeScript MCP SDK (~3,700 calls/s, p50 ~8 ms, ~220 MB RSS): execute $(ratio "${RPS[execute]}" 3700)x throughput," \
         "p50 $(ms "${P50[execute]}") ms vs 8 ms, peak RSS $(mb "$PEAK_32") MB vs 220 MB"
     echo "vs Python FastMCP (~250 calls/s): execute $(ratio "${RPS[execute]}" 250)x throughput"
@@ -472,7 +558,8 @@ ADDED_P99=$((P99[execute] - P99[direct]))
     echo
     echo "issue 8 targets:"
     echo "  execute p50 <= 2 ms: $(ms "${P50[execute]}") ms -> $(verdict "${P50[execute]}" '<=' 2000)"
-    echo "  added p50 <= 0.5 ms: $(ms "$ADDED_P50") ms -> $(verdict "$ADDED_P50" '<=' 500)"
+    echo "  added p50 <= 0.5 ms, saturated: $(ms "$ADDED_P50") ms -> $(verdict "$ADDED_P50" '<=' 500)"
+    echo "  added p50 <= 0.5 ms, paced: $(ms "$ADDED_PACED_P50") ms -> $(verdict "$ADDED_PACED_P50" '<=' 500)"
     echo "  execute throughput >= 20% of direct: $(pct "${RPS[execute]}" "${RPS[direct]}") -> $(verdict "$(awk -v a="${RPS[execute]}" -v b="${RPS[direct]}" 'BEGIN { print b ? a / b : 0 }')" '>=' 0.2)"
     echo "  execute throughput >= 3x TypeScript (11,100/s): ${RPS[execute]} -> $(verdict "${RPS[execute]}" '>=' 11100)"
     echo "  search over MCP HTTP >= 10,000/s: ${RPS[search]} -> $(verdict "${RPS[search]}" '>=' 10000)"
@@ -481,11 +568,12 @@ ADDED_P99=$((P99[execute] - P99[direct]))
     echo "  RSS at $MANY_CONNS clients <= 100 MB: $(mb "$PEAK_MANY") MB -> $(verdict "$PEAK_MANY" '<=' 102400)"
     echo "  cold start <= 100 ms: $COLD_MEDIAN ms (new file), $COLD_OLD_MEDIAN ms (existing) -> $(verdict "$COLD_MEDIAN" '<=' 100)"
     echo
-    echo "columns: srv/ngx us/req = server/nginx CPU time per request; busy = both cores' utilisation during the run;" \
+    echo "columns: srv/ngx us/req = server (for (d): the proxy nginx) / upstream nginx CPU time per request, usr/sys its split;" \
+        "busy = both cores' utilisation during the run;" \
         "others = the share of it taken by processes other than wrk, nginx and the server (re-run when it is not near 0)"
-    echo "at $MANY_CONNS connections the server sheds what exceeds POLYTOMIC_MCP_MAX_CONCURRENT_REQUESTS (default 512) with 503 by design: those are the non-2xx"
+    echo "at $MANY_CONNS connections requests beyond POLYTOMIC_MCP_MAX_CONCURRENT_REQUESTS (256) wait for a slot (up to POLYTOMIC_MCP_QUEUE_WAIT_MS, 1 s) and get 503 only past that: any non-2xx there are those"
     max_others=0
-    for name in direct execute search direct-c1 execute-c1 "$MANY"; do
+    for name in direct execute search proxy direct-paced execute-paced direct-c1 execute-c1 "$MANY"; do
         if ((OTHERS[$name] > max_others)); then max_others=${OTHERS[$name]}; fi
     done
     if ((max_others > 10)); then

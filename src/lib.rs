@@ -160,6 +160,8 @@ pub async fn run(
     let mcp_stop = CancellationToken::new();
     let app = http::router(state.clone(), mcp_stop.clone());
     tracing::info!(%address, mcp = %state.mcp_url, "listening");
+    // Supervisors and tests wait for this line; it should not sit in the log buffer.
+    crate::telemetry::flush_logs();
     let drain = shutdown.clone();
     let server = axum::serve(
         listener,

@@ -21,7 +21,7 @@ async fn main() -> ExitCode {
         Err(error) => return configuration_error(error),
     };
     init_tracing(cli.config.log_format);
-    match cli.command.unwrap_or(Command::Serve) {
+    let code = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => match serve(cli.config).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -36,7 +36,9 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-    }
+    };
+    polytomic_mcp::telemetry::flush_logs();
+    code
 }
 
 /// `polytomic-mcp feedback …`: operators read what agents reported, straight from the store.

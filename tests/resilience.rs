@@ -508,7 +508,7 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits() {
     let dir = tempfile::tempdir().unwrap();
     let database_url = format!("sqlite://{}/drain.db", dir.path().display());
     let upstream_url = upstream.url();
-    let (mut child, address) = common::start_binary(&[
+    let (mut child, address, log) = common::start_binary_logged(&[
         ("POLYTOMIC_MCP_DATABASE_URL", &database_url),
         ("POLYTOMIC_BASE_URL", &upstream_url),
     ]);
@@ -551,6 +551,21 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(exit.success(), "{exit:?}");
+    // Log lines are written in batches; the last batch must still reach stdout before the process exits.
+    let lines = log.all_after_exit();
+    let audit = lines
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|event| event["message"] == "execute")
+        .unwrap_or_else(|| panic!("no audit line for the drained call in {lines:#?}"));
+    assert_eq!(audit["path"], "/api/connections/{id}");
+    assert_eq!(audit["status"], "200");
+    assert!(
+        lines
+            .last()
+            .is_some_and(|line| line.contains("\"stopped\"")),
+        "the final line is the exit notice: {lines:#?}"
+    );
 }
 
 /// Resident memory of a process, from /proc (Linux), in KiB.

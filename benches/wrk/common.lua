@@ -9,3 +9,13 @@ function done(summary, latency, requests)
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean,
     e.status, e.connect, e.read, e.write, e.timeout, summary.bytes))
 end
+
+-- Paced runs (WRK_PACE_MS set): after each response a connection waits 0 to 2x that many milliseconds (mean:
+-- the given value) before its next request, so the offered load stays below saturation and the connections do
+-- not fire in lock-step; latency is then the work itself rather than queueing behind the other connections.
+local pace = tonumber(os.getenv("WRK_PACE_MS") or "")
+if pace then
+  function delay()
+    return math.random(0, 2 * pace)
+  end
+end

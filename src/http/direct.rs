@@ -6,7 +6,7 @@
 
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
-use http::{HeaderMap, Method, StatusCode, header};
+use http::{HeaderMap, HeaderName, Method, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -42,17 +42,22 @@ struct Reply<'a> {
     result: &'a rmcp::model::CallToolResult,
 }
 
-/// Only requests whose every header is the ordinary kind take the direct path.
+const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+
+/// Only requests whose every header is the ordinary kind take the direct path. (Header names are constants:
+/// looking one up by `&str` parses and hashes the name on every request.)
 fn eligible(method: &Method, headers: &HeaderMap) -> bool {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     *method == Method::POST
-        && text(header::CONTENT_TYPE.as_str())
+        && text(&header::CONTENT_TYPE)
             .is_some_and(|c| c.trim().eq_ignore_ascii_case("application/json"))
-        && text(header::ACCEPT.as_str())
+        && text(&header::ACCEPT)
             .is_some_and(|a| a.contains("application/json") && a.contains("text/event-stream"))
-        && text("mcp-protocol-version").is_some_and(|v| DIRECT_PROTOCOLS.contains(&v))
-        && !headers.contains_key("mcp-session-id")
-        && !headers.contains_key("mcp-method")
+        && text(&MCP_PROTOCOL_VERSION).is_some_and(|v| DIRECT_PROTOCOLS.contains(&v))
+        && !headers.contains_key(&MCP_SESSION_ID)
+        && !headers.contains_key(&MCP_METHOD)
 }
 
 /// Answers the request when it is a single `tools/call` this path handles; `None` hands it to rmcp.

@@ -7,7 +7,7 @@ mod shape;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 
 pub use plan::{PlanError, PlannedRequest, plan};
 pub use shape::{ShapeOptions, Shaped, shape_body};
@@ -20,12 +20,12 @@ const MAX_RETRIES: u32 = 2;
 /// Longest `Retry-After` honoured; a longer wait is handed back to the agent instead.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 /// Response headers worth showing the agent so it can pace itself.
-pub const RATE_LIMIT_HEADERS: &[&str] = &[
-    "x-ratelimit-limit",
-    "x-ratelimit-remaining",
-    "x-ratelimit-reset",
-    "retry-after",
-    "x-polytomic-version",
+pub const RATE_LIMIT_HEADERS: [HeaderName; 5] = [
+    HeaderName::from_static("x-ratelimit-limit"),
+    HeaderName::from_static("x-ratelimit-remaining"),
+    HeaderName::from_static("x-ratelimit-reset"),
+    header::RETRY_AFTER,
+    HeaderName::from_static("x-polytomic-version"),
 ];
 
 #[derive(Debug, Clone)]

@@ -365,6 +365,34 @@ pub fn initialize_body(version: &str) -> Value {
 /// Starts the real binary on port 0 with these environment variables (plus JSON logs) and returns it with the
 /// address it logged. The log keeps being drained so the server never blocks on a full pipe.
 pub fn start_binary(env: &[(&str, &str)]) -> (std::process::Child, String) {
+    let (child, address, _log) = start_binary_logged(env);
+    (child, address)
+}
+
+/// Log lines the binary wrote after "listening", collected until its stdout closes.
+#[derive(Clone, Default)]
+pub struct CollectedLog {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    closed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CollectedLog {
+    /// Every line, once the process has closed its stdout (waits up to 10 s for that).
+    pub fn all_after_exit(&self) -> Vec<String> {
+        let started = std::time::Instant::now();
+        while !self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "stdout never closed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+/// [`start_binary`], also keeping what the server logs afterwards.
+pub fn start_binary_logged(env: &[(&str, &str)]) -> (std::process::Child, String, CollectedLog) {
     use std::io::{BufRead, BufReader};
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_polytomic-mcp"));
     command
@@ -388,6 +416,15 @@ pub fn start_binary(env: &[(&str, &str)]) -> (std::process::Child, String) {
             break event["address"].as_str().unwrap().to_owned();
         }
     };
-    std::thread::spawn(move || for _ in lines {});
-    (child, address)
+    let log = CollectedLog::default();
+    let collected = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            collected.lines.lock().unwrap().push(line);
+        }
+        collected
+            .closed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    (child, address, log)
 }

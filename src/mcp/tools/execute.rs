@@ -279,9 +279,9 @@ fn respond(
         ShapeOptions { max_chars, fields },
     );
     let mut rate_limit = Map::new();
-    for name in RATE_LIMIT_HEADERS {
-        if let Some(value) = response.headers.get(*name).and_then(|v| v.to_str().ok()) {
-            rate_limit.insert((*name).to_owned(), json!(value));
+    for name in &RATE_LIMIT_HEADERS {
+        if let Some(value) = response.headers.get(name).and_then(|v| v.to_str().ok()) {
+            rate_limit.insert(name.as_str().to_owned(), json!(value));
         }
     }
     let status = response.status.as_u16();
