@@ -57,14 +57,22 @@ pub fn shape_body(
     } else {
         project(parsed, options.fields)
     };
-    // Measured by serialising, and the text is kept: the tool result shows the same JSON as text.
-    let text = serde_json::to_string(&parsed).unwrap_or_default();
-    let size = text.len();
+    // A body whose raw text fits is measured by serialising it, and the text is kept: the tool result shows
+    // the same JSON as text. A larger one is only counted (it is usually cut, and then serialised anew).
+    let size = if raw.len() <= options.max_chars {
+        let text = serde_json::to_string(&parsed).unwrap_or_default();
+        if text.len() <= options.max_chars {
+            return Shaped {
+                text: Some(text),
+                ..shaped(parsed, None, next, unmatched)
+            };
+        }
+        text.len()
+    } else {
+        serialized_len(&parsed)
+    };
     if size <= options.max_chars {
-        return Shaped {
-            text: Some(text),
-            ..shaped(parsed, None, next, unmatched)
-        };
+        return shaped(parsed, None, next, unmatched);
     }
     let (body, truncated) = trim_to_budget(parsed, size, options.max_chars, next.is_some());
     shaped(body, Some(truncated), next, unmatched)
@@ -152,10 +160,23 @@ fn project(body: Value, fields: &[String]) -> (Value, Vec<String>) {
     (body, unmatched)
 }
 
+/// Length of the compact JSON text of `value`, counted as it is written rather than built in memory.
 fn serialized_len(value: &Value) -> usize {
-    serde_json::to_string(value)
-        .map(|s| s.len())
-        .unwrap_or(usize::MAX)
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    match serde_json::to_writer(&mut counter, value) {
+        Ok(()) => counter.0,
+        Err(_) => usize::MAX,
+    }
 }
 
 /// The JSON pointer of the largest array (by serialised size) within three levels.
