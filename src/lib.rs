@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod feedback;
 pub mod http;
+pub mod log_format;
 pub mod mcp;
 pub mod oauth;
 pub mod openapi;

@@ -25,10 +25,8 @@ pub fn init_tracing(format: LogFormat) {
     // `try_init` fails only when a subscriber is already set (tests); keeping the first one is right.
     let _ = match format {
         LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+            .fmt_fields(crate::log_format::JsonFragment)
+            .event_format(crate::log_format::JsonLine)
             .try_init(),
         LogFormat::Text => builder.try_init(),
     };
