@@ -272,3 +272,52 @@ async fn an_unreachable_upstream_is_a_clear_tool_error_and_the_server_stays_up()
         "an upstream outage does not make the server unready"
     );
 }
+
+#[tokio::test]
+async fn upstream_connections_are_reused_across_calls() {
+    let app = TestApp::spawn().await;
+    let client = app.client(KEY, &[]).await;
+    for _ in 0..20 {
+        let result = call(
+            &client,
+            "execute",
+            json!({"method": "GET", "path": "/api/me"}),
+        )
+        .await;
+        assert_ne!(result.is_error, Some(true), "{}", text_of(&result));
+    }
+    // Eight calls at once need at most eight connections, and the idle ones are kept for the next burst.
+    let burst = || {
+        futures_util::future::join_all((0..8).map(|_| {
+            call(
+                &client,
+                "execute",
+                json!({"method": "GET", "path": "/api/me"}),
+            )
+        }))
+    };
+    burst().await;
+    let after_first_burst = peers(&app.upstream.requests());
+    burst().await;
+    let requests = app.upstream.requests();
+    assert_eq!(requests.len(), 36);
+    let sequential: std::collections::HashSet<_> =
+        requests[..20].iter().map(|r| r.peer.unwrap()).collect();
+    assert_eq!(
+        sequential.len(),
+        1,
+        "20 calls one after another used one connection: {sequential:?}"
+    );
+    // Without reuse the second burst would open up to eight more.
+    let all = peers(&requests);
+    assert!(
+        all.len() <= 8 && all.is_superset(&after_first_burst),
+        "two bursts of 8 used {} connections (first burst: {})",
+        all.len(),
+        after_first_burst.len()
+    );
+}
+
+fn peers(requests: &[common::Recorded]) -> std::collections::BTreeSet<std::net::SocketAddr> {
+    requests.iter().map(|r| r.peer.unwrap()).collect()
+}

@@ -101,6 +101,7 @@ async fn provider_record(
     let (parts, body) = request.into_parts();
     let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
     provider.seen.lock().unwrap().push(Recorded {
+        peer: None,
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
         query: parts.uri.query().map(str::to_owned),

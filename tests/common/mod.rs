@@ -27,6 +27,8 @@ pub const ORG_ID: &str = "0b4a3f2e-6c1d-4e8a-9f3b-2d7c5e1a9b80";
 /// One request as the mock upstream saw it.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    /// The server's end of the connection the request came on (shows connection reuse).
+    pub peer: Option<SocketAddr>,
     pub method: String,
     pub path: String,
     pub query: Option<String>,
@@ -71,7 +73,14 @@ impl MockUpstream {
             .with_state(mock.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         mock.addr = Some(listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .unwrap()
+        });
         mock
     }
 }
@@ -84,6 +93,10 @@ async fn record(
     let (parts, body) = request.into_parts();
     let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
     mock.seen.lock().unwrap().push(Recorded {
+        peer: parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map(|info| info.0),
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
         query: parts.uri.query().map(str::to_owned),
