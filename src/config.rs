@@ -184,6 +184,11 @@ pub struct Config {
     #[arg(long, env = "POLYTOMIC_MCP_MAX_CONCURRENT_REQUESTS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_concurrent_requests: u32,
 
+    /// How long a request body may take to arrive once its headers have; past it, 408 (frees the slot a slow
+    /// sender holds).
+    #[arg(long, env = "POLYTOMIC_MCP_BODY_READ_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=300_000))]
+    pub body_read_timeout_ms: u64,
+
     /// How long a request over the in-flight limit waits for a slot before 503 (0: refuse at once).
     #[arg(long, env = "POLYTOMIC_MCP_QUEUE_WAIT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub queue_wait_ms: u64,
@@ -249,6 +254,10 @@ impl Config {
 
     pub fn upstream_timeout(&self) -> Duration {
         Duration::from_millis(self.upstream_timeout_ms)
+    }
+
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
     }
 
     pub fn queue_wait(&self) -> Duration {

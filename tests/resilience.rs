@@ -339,6 +339,64 @@ async fn at_the_concurrency_limit_extra_requests_are_shed_with_503() {
 }
 
 #[tokio::test]
+async fn a_body_that_trickles_in_gets_408_and_frees_its_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(&[
+        "--max-concurrent-requests",
+        "1",
+        "--queue-wait-ms",
+        "0",
+        "--body-read-timeout-ms",
+        "300",
+    ])
+    .await;
+    let auth = format!("Bearer {KEY}");
+    // Headers promise 100 bytes of body; only 10 come.
+    let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {}\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: 100\r\n\r\n{{\"jsonrpc\"",
+        app.addr
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The slow sender holds the only slot meanwhile.
+    let refused = app
+        .post_mcp(
+            &[("authorization", auth.as_str())],
+            initialize_body("2025-11-25"),
+        )
+        .await;
+    assert_eq!(refused.status(), 503);
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("body_timeout") {
+        let read = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buffer))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        assert!(
+            read > 0,
+            "closed without an answer: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buffer[..read]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("300 ms"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // The slot is free again.
+    let served = app
+        .post_mcp(
+            &[("authorization", auth.as_str())],
+            initialize_body("2025-11-25"),
+        )
+        .await;
+    assert_eq!(served.status(), 200);
+}
+
+#[tokio::test]
 async fn at_the_concurrency_limit_a_request_waits_for_a_slot_within_the_queue_time() {
     // One slot, held 1.5 s by the slow call; the second call may wait up to 3 s for it.
     let app =

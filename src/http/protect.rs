@@ -110,7 +110,16 @@ pub fn check_headers_and_address(state: &AppState, parts: &Parts) -> Option<Resp
 /// Reads a POST body (already capped by the size-limit layer) and checks its nesting before any parser sees it.
 pub async fn read_body(state: &AppState, body: Body) -> Result<Bytes, Response> {
     let limit = usize::try_from(state.config.max_request_bytes).unwrap_or(1 << 20);
-    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+    let timeout = state.config.body_read_timeout();
+    // A sender that trickles its body would otherwise hold one of the in-flight slots indefinitely.
+    let Ok(read) = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await else {
+        return Err((
+            StatusCode::REQUEST_TIMEOUT,
+            axum::Json(json!({"error": "body_timeout", "message": format!("the request body did not arrive within {} ms of its headers; send the whole body at once", timeout.as_millis())})),
+        )
+            .into_response());
+    };
+    let Ok(bytes) = read else {
         return Err((
             StatusCode::PAYLOAD_TOO_LARGE,
             axum::Json(json!({"error": "body_too_large", "message": format!("the request body is larger than {limit} bytes")})),
