@@ -18,9 +18,13 @@ use crate::config::LogFormat;
 pub fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,rmcp=warn"));
+    // Colours only for a person at a terminal: piped into a file or a collector they are noise.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(colour)
         .with_writer(LogSink::install());
     // `try_init` fails only when a subscriber is already set (tests); keeping the first one is right.
     let _ = match format {
