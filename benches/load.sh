@@ -192,25 +192,47 @@ CLK_TCK=$(getconf CLK_TCK)
 
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
-# --- upstream: nginx with a private config ------------------------------------------------------------------
-NGINX_PORT=$(free_port)
-mkdir -p "$TMP/nginx"
-ME_BODY='{"data":{"id":"u1","email":"ada@example.com","organization_id":"0b4a3f2e-6c1d-4e8a-9f3b-2d7c5e1a9b80","organization_name":"Acme","role":"admin"}}'
-cat >"$TMP/nginx/nginx.conf" <<EOF
+# start_nginx NAME PORT: runs an nginx (one worker) in $TMP/NAME serving the http-block lines read from stdin,
+# waits until GET /api/me answers 200 on PORT, and sets STARTED_PIDS to its master and worker pids.
+start_nginx() {
+    local name=$1 port=$2 dir=$TMP/$1 pid
+    mkdir -p "$dir"
+    {
+        cat <<EOF
 daemon off;
 worker_processes 1;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log warn;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
 events { worker_connections 8192; }
 http {
     access_log off;
     keepalive_requests 10000000;
     keepalive_timeout 120s;
-    client_body_temp_path $TMP/nginx/body;
-    proxy_temp_path $TMP/nginx/proxy;
-    fastcgi_temp_path $TMP/nginx/fastcgi;
-    uwsgi_temp_path $TMP/nginx/uwsgi;
-    scgi_temp_path $TMP/nginx/scgi;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+EOF
+        cat
+        echo "}"
+    } >"$dir/nginx.conf"
+    "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" 2>"$dir/stderr.log" &
+    pid=$!
+    PIDS+=("$pid")
+    for _ in $(seq 500); do
+        [[ $(http_status "$port" /api/me 2>/dev/null) == 200* ]] && break
+        nap 0.01
+    done
+    [[ $(http_status "$port" /api/me 2>/dev/null) == 200* ]] || die "nginx ($name) did not start: $(cat "$dir/"*.log)"
+    mapfile -t STARTED_PIDS < <(ps -o pid= --ppid "$pid" | tr -d ' ')
+    STARTED_PIDS=("$pid" "${STARTED_PIDS[@]}")
+}
+
+# --- upstream: nginx serving GET /api/me ------------------------------------------------------------------
+NGINX_PORT=$(free_port)
+ME_BODY='{"data":{"id":"u1","email":"ada@example.com","organization_id":"0b4a3f2e-6c1d-4e8a-9f3b-2d7c5e1a9b80","organization_name":"Acme","role":"admin"}}'
+start_nginx nginx "$NGINX_PORT" <<EOF
     server {
         listen 127.0.0.1:$NGINX_PORT;
         location = /api/me {
@@ -222,37 +244,12 @@ http {
             return 404 '{"message":"not found"}';
         }
     }
-}
 EOF
-"$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log" 2>"$TMP/nginx/stderr.log" &
-NGINX_PID=$!
-PIDS+=("$NGINX_PID")
-for _ in $(seq 500); do
-    [[ $(http_status "$NGINX_PORT" /api/me 2>/dev/null) == 200* ]] && break
-    nap 0.01
-done
-[[ $(http_status "$NGINX_PORT" /api/me 2>/dev/null) == 200* ]] || die "nginx did not start: $(cat "$TMP/nginx/"*.log)"
-mapfile -t NGINX_WORKERS < <(ps -o pid= --ppid "$NGINX_PID" | tr -d ' ')
-NGINX_PIDS=("$NGINX_PID" "${NGINX_WORKERS[@]}")
+NGINX_PIDS=("${STARTED_PIDS[@]}")
 
 # --- reference: nginx as a plain reverse proxy to the same upstream (one HTTP hop, no MCP) --------------------
 PROXY_PORT=$(free_port)
-mkdir -p "$TMP/proxy"
-cat >"$TMP/proxy/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $TMP/proxy/nginx.pid;
-error_log $TMP/proxy/error.log warn;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    keepalive_requests 10000000;
-    keepalive_timeout 120s;
-    client_body_temp_path $TMP/proxy/body;
-    proxy_temp_path $TMP/proxy/proxy;
-    fastcgi_temp_path $TMP/proxy/fastcgi;
-    uwsgi_temp_path $TMP/proxy/uwsgi;
-    scgi_temp_path $TMP/proxy/scgi;
+start_nginx proxy "$PROXY_PORT" <<EOF
     upstream polytomic { server 127.0.0.1:$NGINX_PORT; keepalive 256; }
     server {
         listen 127.0.0.1:$PROXY_PORT;
@@ -262,18 +259,8 @@ http {
             proxy_set_header Connection "";
         }
     }
-}
 EOF
-"$NGINX" -p "$TMP/proxy" -c "$TMP/proxy/nginx.conf" -e "$TMP/proxy/error.log" 2>"$TMP/proxy/stderr.log" &
-PROXY_PID=$!
-PIDS+=("$PROXY_PID")
-for _ in $(seq 500); do
-    [[ $(http_status "$PROXY_PORT" /api/me 2>/dev/null) == 200* ]] && break
-    nap 0.01
-done
-[[ $(http_status "$PROXY_PORT" /api/me 2>/dev/null) == 200* ]] || die "the proxy nginx did not start: $(cat "$TMP/proxy/"*.log)"
-mapfile -t PROXY_WORKERS < <(ps -o pid= --ppid "$PROXY_PID" | tr -d ' ')
-PROXY_PIDS=("$PROXY_PID" "${PROXY_WORKERS[@]}")
+PROXY_PIDS=("${STARTED_PIDS[@]}")
 
 # --- the server --------------------------------------------------------------------------------------------
 export POLYTOMIC_BASE_URL=http://127.0.0.1:$NGINX_PORT

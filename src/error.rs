@@ -81,10 +81,13 @@ impl IntoResponse for ApiError {
                 Json(json!({"error": "rate_limited", "message": message, "retry_after": retry_after_secs})),
             )
                 .into_response(),
-            ApiError::Unavailable(message) => {
-                (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "unavailable", "message": message})))
-                    .into_response()
-            }
+            ApiError::Unavailable(message) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                // Every 503 here is momentary (capacity, a dependency that did not answer): say when to retry.
+                [(header::RETRY_AFTER, "1")],
+                Json(json!({"error": "unavailable", "message": message})),
+            )
+                .into_response(),
         }
     }
 }

@@ -29,6 +29,20 @@ async fn raw_post(app: &TestApp, content_type: &str, body: Vec<u8>) -> reqwest::
         .unwrap()
 }
 
+/// One stateless `tools/call` of `execute` GET `path`, POSTed as plain JSON to `mcp_url` with the test key.
+async fn raw_execute_get(mcp_url: String, path: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(mcp_url)
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "execute", "arguments": {"method": "GET", "path": path}}}).to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
 /// A 4xx, or a JSON-RPC error/acknowledgement: anything but a server failure.
 async fn assert_handled(label: &str, response: reqwest::Response) {
     let status = response.status();
@@ -284,22 +298,11 @@ async fn at_the_concurrency_limit_extra_requests_are_shed_with_503() {
         TestApp::spawn_with(&["--max-concurrent-requests", "1", "--queue-wait-ms", "200"]).await;
     let url = app.mcp_url();
     let auth = format!("Bearer {KEY}");
-    let slow = {
-        let (url, auth) = (url.clone(), auth.clone());
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(url)
-                .header("authorization", auth)
-                .header("content-type", "application/json")
-                .header("accept", "application/json, text/event-stream")
-                .header("mcp-protocol-version", "2025-11-25")
-                .body(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "execute", "arguments": {"method": "GET", "path": "/api/connections/slowish"}}}).to_string())
-                .send()
-                .await
-                .unwrap()
-                .status()
-        })
-    };
+    let slow = tokio::spawn(async move {
+        raw_execute_get(url, "/api/connections/slowish")
+            .await
+            .status()
+    });
     tokio::time::sleep(Duration::from_millis(400)).await;
     let shed = app
         .post_mcp(
@@ -402,22 +405,11 @@ async fn at_the_concurrency_limit_a_request_waits_for_a_slot_within_the_queue_ti
     let app =
         TestApp::spawn_with(&["--max-concurrent-requests", "1", "--queue-wait-ms", "3000"]).await;
     let url = app.mcp_url();
-    let auth = format!("Bearer {KEY}");
     let call = |path: &'static str| {
-        let (url, auth) = (url.clone(), auth.clone());
+        let url = url.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            let status = reqwest::Client::new()
-                .post(url)
-                .header("authorization", auth)
-                .header("content-type", "application/json")
-                .header("accept", "application/json, text/event-stream")
-                .header("mcp-protocol-version", "2025-11-25")
-                .body(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "execute", "arguments": {"method": "GET", "path": path}}}).to_string())
-                .send()
-                .await
-                .unwrap()
-                .status();
+            let status = raw_execute_get(url, path).await.status();
             (status, started.elapsed())
         })
     };
@@ -572,16 +564,7 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits() {
     ]);
     let url = format!("http://{address}/mcp");
     let in_flight = tokio::spawn(async move {
-        let response = reqwest::Client::new()
-            .post(url)
-            .header("authorization", format!("Bearer {KEY}"))
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2025-11-25")
-            .body(json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "execute", "arguments": {"method": "GET", "path": "/api/connections/slowish"}}}).to_string())
-            .send()
-            .await
-            .unwrap();
+        let response = raw_execute_get(url, "/api/connections/slowish").await;
         (response.status(), response.text().await.unwrap())
     });
     tokio::time::sleep(Duration::from_millis(400)).await;

@@ -10,15 +10,14 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use http::{StatusCode, header};
 use rmcp::transport::streamable_http_server::StreamableHttpService;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
-use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
 use super::{direct, protect};
 use crate::auth::{authenticate, check_host_and_origin};
+use crate::error::ApiError;
 use crate::mcp::PolytomicMcp;
 use crate::state::AppState;
 
@@ -40,7 +39,8 @@ pub async fn serve(State(front): State<McpFront>, request: Request) -> Response 
     }
     let Some(_permit) = admit(&front).await else {
         state.metrics.load_shed.inc();
-        return shed();
+        return ApiError::Unavailable("the server is at capacity; retry in a second".into())
+            .into_response();
     };
     let (mut parts, body) = request.into_parts();
     if let Some(refusal) = protect::check_headers_and_address(state, &parts) {
@@ -49,11 +49,11 @@ pub async fn serve(State(front): State<McpFront>, request: Request) -> Response 
     // Only POST carries a JSON-RPC body; GET and DELETE go on to rmcp, which answers them.
     let (bytes, body) = if parts.method == http::Method::POST {
         match protect::read_body(state, body).await {
-            Ok(bytes) => (Some(bytes), None),
+            Ok(bytes) => (Some(bytes.clone()), Body::from(bytes)),
             Err(refusal) => return refusal,
         }
     } else {
-        (None, Some(body))
+        (None, body)
     };
     let principal = match authenticate(state, &parts.headers).await {
         Ok(principal) => principal,
@@ -72,11 +72,6 @@ pub async fn serve(State(front): State<McpFront>, request: Request) -> Response 
     {
         return response;
     }
-    let body = match (bytes, body) {
-        (Some(bytes), _) => Body::from(bytes),
-        (None, Some(body)) => body,
-        (None, None) => Body::empty(),
-    };
     let rmcp: RmcpService = front.rmcp.as_ref().clone();
     let outcome: Result<_, Infallible> = rmcp.oneshot(Request::from_parts(parts, body)).await;
     match outcome {
@@ -99,13 +94,4 @@ async fn admit(front: &McpFront) -> Option<OwnedSemaphorePermit> {
         .await
         .ok()?
         .ok()
-}
-
-fn shed() -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        [(header::RETRY_AFTER, "1")],
-        axum::Json(json!({"error": "unavailable", "message": "the server is at capacity; retry in a second"})),
-    )
-        .into_response()
 }

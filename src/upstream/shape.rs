@@ -57,22 +57,14 @@ pub fn shape_body(
     } else {
         project(parsed, options.fields)
     };
-    // A body whose raw text fits is measured by serialising it, and the text is kept: the tool result shows
-    // the same JSON as text. A larger one is only counted (it is usually cut, and then serialised anew).
-    let size = if raw.len() <= options.max_chars {
-        let text = serde_json::to_string(&parsed).unwrap_or_default();
-        if text.len() <= options.max_chars {
-            return Shaped {
-                text: Some(text),
-                ..shaped(parsed, None, next, unmatched)
-            };
-        }
-        text.len()
-    } else {
-        serialized_len(&parsed)
-    };
+    // Measured by serialising; a body that fits keeps its text, which the tool result shows as well.
+    let text = serde_json::to_string(&parsed).unwrap_or_default();
+    let size = text.len();
     if size <= options.max_chars {
-        return shaped(parsed, None, next, unmatched);
+        return Shaped {
+            text: Some(text),
+            ..shaped(parsed, None, next, unmatched)
+        };
     }
     let (body, truncated) = trim_to_budget(parsed, size, options.max_chars, next.is_some());
     shaped(body, Some(truncated), next, unmatched)
