@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use url::Url;
 
-use crate::auth::AccessMode;
+use crate::core::AccessMode;
 use crate::secret::Secret;
 
 #[derive(Debug, Parser)]
@@ -47,7 +47,7 @@ pub enum FeedbackCommand {
         #[arg(long)]
         category: Option<String>,
         #[arg(long, value_enum, default_value = "table")]
-        format: crate::feedback::OutputFormat,
+        format: OutputFormat,
         /// Most records to print.
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
         limit: i64,
@@ -62,6 +62,26 @@ pub enum FeedbackCommand {
 // A flag given twice keeps the last value, as operators layering flags on a base command expect.
 #[command(args_override_self = true)]
 pub struct Config {
+    #[command(flatten)]
+    pub http: HttpSettings,
+    #[command(flatten)]
+    pub limits: LimitSettings,
+    #[command(flatten)]
+    pub upstream: UpstreamSettings,
+    #[command(flatten)]
+    pub store: StoreSettings,
+    #[command(flatten)]
+    pub oauth: OAuthSettings,
+    #[command(flatten)]
+    pub feedback: FeedbackSettings,
+    #[command(flatten)]
+    pub log: LogSettings,
+}
+
+/// Where the server listens and which origin clients use.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "HTTP")]
+pub struct HttpSettings {
     /// Address to bind.
     #[arg(long, env = "POLYTOMIC_HTTP_HOST", default_value = "127.0.0.1")]
     pub http_host: IpAddr,
@@ -69,14 +89,6 @@ pub struct Config {
     /// Port to bind; 0 picks any free port (the bound address is logged).
     #[arg(long, env = "POLYTOMIC_HTTP_PORT", default_value_t = 3000)]
     pub http_port: u16,
-
-    /// The Polytomic API that `execute` calls.
-    #[arg(long, env = "POLYTOMIC_BASE_URL", default_value = "https://app.polytomic.com", value_parser = parse_base_url)]
-    pub base_url: Url,
-
-    /// Sent upstream as `X-Polytomic-Version`.
-    #[arg(long, env = "POLYTOMIC_API_VERSION", default_value = "2025-09-18", value_parser = parse_api_version)]
-    pub api_version: String,
 
     /// External origin of this server; the MCP resource is `{PUBLIC_URL}/mcp`.
     #[arg(long, env = "POLYTOMIC_MCP_PUBLIC_URL", value_parser = parse_public_url)]
@@ -86,18 +98,19 @@ pub struct Config {
     #[arg(long, env = "POLYTOMIC_MCP_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
     pub allowed_origins: Vec<Url>,
 
-    /// Path or http(s) URL of an OpenAPI 3.x document to index instead of the embedded one.
-    #[arg(long, env = "POLYTOMIC_MCP_OPENAPI")]
-    pub openapi: Option<String>,
+    /// Take the client address from the last `X-Forwarded-For` hop (only behind a proxy that sets it).
+    #[arg(long, env = "POLYTOMIC_MCP_TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set)]
+    pub trust_forwarded_for: bool,
 
-    /// How often a URL given in `POLYTOMIC_MCP_OPENAPI` is fetched again, in seconds.
-    #[arg(long, env = "POLYTOMIC_MCP_OPENAPI_REFRESH_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
-    pub openapi_refresh_secs: u64,
+    /// On SIGTERM, how long in-flight requests may take to finish before the process exits anyway.
+    #[arg(long, env = "POLYTOMIC_MCP_SHUTDOWN_GRACE_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub shutdown_grace_secs: u64,
+}
 
-    /// `sqlite://…` (one node) or `postgres://…` (several replicas).
-    #[arg(long, env = "POLYTOMIC_MCP_DATABASE_URL", default_value = "sqlite://polytomic-mcp.db", value_parser = parse_database_url)]
-    pub database_url: String,
-
+/// What one session, request, credential and address may do.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Limits")]
+pub struct LimitSettings {
     /// `read-only` caps every session; no header can lift it.
     #[arg(
         long,
@@ -106,6 +119,87 @@ pub struct Config {
     )]
     pub max_access_mode: AccessMode,
 
+    /// Largest accepted request body on `/mcp`, in bytes.
+    #[arg(long, env = "POLYTOMIC_MCP_MAX_REQUEST_BYTES", default_value_t = 1_048_576, value_parser = clap::value_parser!(u64).range(1024..=67_108_864))]
+    pub max_request_bytes: u64,
+
+    /// `/mcp` requests served at once; more wait up to the queue time for a slot, then get 503.
+    #[arg(long, env = "POLYTOMIC_MCP_MAX_CONCURRENT_REQUESTS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_concurrent_requests: u32,
+
+    /// How long a request over the in-flight limit waits for a slot before 503 (0: refuse at once).
+    #[arg(long, env = "POLYTOMIC_MCP_QUEUE_WAIT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub queue_wait_ms: u64,
+
+    /// How long a request body may take to arrive once its headers have; past it, 408 (frees the slot a slow
+    /// sender holds).
+    #[arg(long, env = "POLYTOMIC_MCP_BODY_READ_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=300_000))]
+    pub body_read_timeout_ms: u64,
+
+    /// Requests per minute one credential may make (shared by replicas on PostgreSQL). Over it, tool calls
+    /// answer with an error telling the agent to slow down; over twice it, requests get 429.
+    #[arg(long, env = "POLYTOMIC_MCP_RATE_LIMIT_PER_MINUTE", default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_per_minute: u32,
+
+    /// Requests per minute one client address may make to `/mcp` (counted per replica); over it, 429.
+    #[arg(long, env = "POLYTOMIC_MCP_IP_RATE_LIMIT_PER_MINUTE", default_value_t = 3000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ip_rate_limit_per_minute: u32,
+}
+
+/// The Polytomic API that `execute` calls, the description it is checked against, and how results are shaped.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Upstream (Polytomic API)")]
+pub struct UpstreamSettings {
+    /// The Polytomic API that `execute` calls.
+    #[arg(long, env = "POLYTOMIC_BASE_URL", default_value = "https://app.polytomic.com", value_parser = parse_base_url)]
+    pub base_url: Url,
+
+    /// Sent upstream as `X-Polytomic-Version`.
+    #[arg(long, env = "POLYTOMIC_API_VERSION", default_value = "2025-09-18", value_parser = parse_api_version)]
+    pub api_version: String,
+
+    /// Path or http(s) URL of an OpenAPI 3.x document to index instead of the embedded one.
+    #[arg(long, env = "POLYTOMIC_MCP_OPENAPI")]
+    pub openapi: Option<String>,
+
+    /// How often a URL given in `POLYTOMIC_MCP_OPENAPI` is fetched again, in seconds.
+    #[arg(long, env = "POLYTOMIC_MCP_OPENAPI_REFRESH_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub openapi_refresh_secs: u64,
+
+    /// Timeout for connecting to the Polytomic API, in milliseconds.
+    #[arg(long, env = "POLYTOMIC_MCP_UPSTREAM_CONNECT_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub upstream_connect_timeout_ms: u64,
+
+    /// Total timeout for one Polytomic API call (all retries included), in milliseconds.
+    #[arg(long, env = "POLYTOMIC_MCP_UPSTREAM_TIMEOUT_MS", default_value_t = 25_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub upstream_timeout_ms: u64,
+
+    /// Largest upstream response body read, in bytes; larger answers are refused with advice to narrow the call.
+    #[arg(long, env = "POLYTOMIC_MCP_MAX_UPSTREAM_RESPONSE_BYTES", default_value_t = 16_777_216, value_parser = clap::value_parser!(u64).range(1024..=268_435_456))]
+    pub max_upstream_response_bytes: u64,
+
+    /// Largest `execute` result handed to the agent, in characters of JSON (Claude Code caps tool results at ~25k tokens).
+    #[arg(long, env = "POLYTOMIC_MCP_RESULT_MAX_CHARS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1_000..=1_000_000))]
+    pub result_max_chars: u64,
+}
+
+/// Where durable state lives.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Store")]
+pub struct StoreSettings {
+    /// `sqlite://…` (one node) or `postgres://…` (several replicas).
+    #[arg(long, env = "POLYTOMIC_MCP_DATABASE_URL", default_value = "sqlite://polytomic-mcp.db", value_parser = parse_database_url)]
+    pub database_url: String,
+
+    /// How long start-up keeps retrying a database that does not answer yet.
+    #[arg(long, env = "POLYTOMIC_MCP_DATABASE_WAIT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub database_wait_secs: u64,
+}
+
+/// Sign-in through Polytomic's OAuth provider, and the tokens this server issues.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "OAuth")]
+pub struct OAuthSettings {
     /// Upstream OAuth authorize endpoint (OAuth is on when authorize URL, token URL and client id are set).
     #[arg(long, env = "POLYTOMIC_OAUTH_AUTHORIZE_URL", value_parser = parse_base_url)]
     pub oauth_authorize_url: Option<Url>,
@@ -133,11 +227,12 @@ pub struct Config {
         hide = true
     )]
     pub oauth_cimd_allow_http_loopback: bool,
+}
 
-    /// `text` (default, for people) or `json` (for log pipelines).
-    #[arg(long, env = "POLYTOMIC_MCP_LOG_FORMAT", default_value = "text")]
-    pub log_format: LogFormat,
-
+/// Where agents' feedback goes and how much one credential may send.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Feedback")]
+pub struct FeedbackSettings {
     /// Each feedback record is POSTed here as JSON (retried, then dead-lettered); may carry a token, so hidden.
     #[arg(
         long,
@@ -166,60 +261,23 @@ pub struct Config {
     /// Feedback records one principal may store per hour (shared by every replica through the store).
     #[arg(long, env = "POLYTOMIC_MCP_FEEDBACK_PER_HOUR", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub feedback_per_hour: u32,
+}
 
-    /// Requests per minute one credential may make (shared by replicas on PostgreSQL). Over it, tool calls
-    /// answer with an error telling the agent to slow down; over twice it, requests get 429.
-    #[arg(long, env = "POLYTOMIC_MCP_RATE_LIMIT_PER_MINUTE", default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..))]
-    pub rate_limit_per_minute: u32,
+/// How log lines are written.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Logging")]
+pub struct LogSettings {
+    /// `text` (default, for people) or `json` (for log pipelines).
+    #[arg(long, env = "POLYTOMIC_MCP_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
 
-    /// Requests per minute one client address may make to `/mcp` (counted per replica); over it, 429.
-    #[arg(long, env = "POLYTOMIC_MCP_IP_RATE_LIMIT_PER_MINUTE", default_value_t = 3000, value_parser = clap::value_parser!(u32).range(1..))]
-    pub ip_rate_limit_per_minute: u32,
-
-    /// Take the client address from the last `X-Forwarded-For` hop (only behind a proxy that sets it).
-    #[arg(long, env = "POLYTOMIC_MCP_TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set)]
-    pub trust_forwarded_for: bool,
-
-    /// `/mcp` requests served at once; more wait up to the queue time for a slot, then get 503.
-    #[arg(long, env = "POLYTOMIC_MCP_MAX_CONCURRENT_REQUESTS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub max_concurrent_requests: u32,
-
-    /// How long a request body may take to arrive once its headers have; past it, 408 (frees the slot a slow
-    /// sender holds).
-    #[arg(long, env = "POLYTOMIC_MCP_BODY_READ_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=300_000))]
-    pub body_read_timeout_ms: u64,
-
-    /// How long a request over the in-flight limit waits for a slot before 503 (0: refuse at once).
-    #[arg(long, env = "POLYTOMIC_MCP_QUEUE_WAIT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
-    pub queue_wait_ms: u64,
-
-    /// On SIGTERM, how long in-flight requests may take to finish before the process exits anyway.
-    #[arg(long, env = "POLYTOMIC_MCP_SHUTDOWN_GRACE_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=600))]
-    pub shutdown_grace_secs: u64,
-
-    /// How long start-up keeps retrying a database that does not answer yet.
-    #[arg(long, env = "POLYTOMIC_MCP_DATABASE_WAIT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
-    pub database_wait_secs: u64,
-
-    /// Largest accepted request body on `/mcp`, in bytes.
-    #[arg(long, env = "POLYTOMIC_MCP_MAX_REQUEST_BYTES", default_value_t = 1_048_576, value_parser = clap::value_parser!(u64).range(1024..=67_108_864))]
-    pub max_request_bytes: u64,
-
-    /// Timeout for connecting to the Polytomic API, in milliseconds.
-    #[arg(long, env = "POLYTOMIC_MCP_UPSTREAM_CONNECT_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
-    pub upstream_connect_timeout_ms: u64,
-
-    /// Total timeout for one Polytomic API call (all retries included), in milliseconds.
-    #[arg(long, env = "POLYTOMIC_MCP_UPSTREAM_TIMEOUT_MS", default_value_t = 25_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
-    pub upstream_timeout_ms: u64,
-
-    /// Largest upstream response body read, in bytes; larger answers are refused with advice to narrow the call.
-    #[arg(long, env = "POLYTOMIC_MCP_MAX_UPSTREAM_RESPONSE_BYTES", default_value_t = 16_777_216, value_parser = clap::value_parser!(u64).range(1024..=268_435_456))]
-    pub max_upstream_response_bytes: u64,
-
-    /// Largest `execute` result handed to the agent, in characters of JSON (Claude Code caps tool results at ~25k tokens).
-    #[arg(long, env = "POLYTOMIC_MCP_RESULT_MAX_CHARS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1_000..=1_000_000))]
-    pub result_max_chars: u64,
+/// How `feedback list` prints records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+    Csv,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -229,6 +287,15 @@ pub enum LogFormat {
 }
 
 impl Config {
+    /// Rules that involve more than one setting, section by section; the message names the variables.
+    pub fn validate(&self) -> Result<(), String> {
+        self.oauth.validate()?;
+        self.feedback.validate()?;
+        Ok(())
+    }
+}
+
+impl HttpSettings {
     /// The external origin, defaulting to the bound address.
     pub fn public_url(&self, bound_port: u16) -> Result<Url, url::ParseError> {
         if let Some(url) = &self.public_url {
@@ -242,20 +309,12 @@ impl Config {
         Url::parse(&format!("http://{host}:{bound_port}"))
     }
 
-    pub fn oauth_enabled(&self) -> bool {
-        self.oauth_authorize_url.is_some()
-            && self.oauth_token_url.is_some()
-            && self.oauth_client_id.is_some()
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
     }
+}
 
-    pub fn upstream_connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.upstream_connect_timeout_ms)
-    }
-
-    pub fn upstream_timeout(&self) -> Duration {
-        Duration::from_millis(self.upstream_timeout_ms)
-    }
-
+impl LimitSettings {
     pub fn body_read_timeout(&self) -> Duration {
         Duration::from_millis(self.body_read_timeout_ms)
     }
@@ -264,23 +323,81 @@ impl Config {
         Duration::from_millis(self.queue_wait_ms)
     }
 
-    /// Checks that involve more than one variable.
-    pub fn validate(&self) -> Result<(), String> {
-        let oauth_parts = [
+    /// The request body cap as a length (the setting's range keeps it far below `usize::MAX`).
+    pub fn max_request_bytes(&self) -> usize {
+        usize::try_from(self.max_request_bytes).unwrap_or(1 << 20)
+    }
+}
+
+impl UpstreamSettings {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_connect_timeout_ms)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_timeout_ms)
+    }
+
+    pub fn refresh_every(&self) -> Duration {
+        Duration::from_secs(self.openapi_refresh_secs)
+    }
+
+    pub fn result_max_chars(&self) -> usize {
+        usize::try_from(self.result_max_chars).unwrap_or(30_000)
+    }
+}
+
+impl StoreSettings {
+    pub fn wait(&self) -> Duration {
+        Duration::from_secs(self.database_wait_secs)
+    }
+}
+
+/// Shortest accepted `POLYTOMIC_MCP_SIGNING_KEY`: keys are derived from it, so it must carry real entropy.
+pub const MIN_SIGNING_KEY_LEN: usize = 32;
+
+impl OAuthSettings {
+    /// OAuth sign-in is on when the provider's authorize URL, token URL and client id are all set.
+    pub fn enabled(&self) -> bool {
+        self.oauth_authorize_url.is_some()
+            && self.oauth_token_url.is_some()
+            && self.oauth_client_id.is_some()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let parts = [
             self.oauth_authorize_url.is_some(),
             self.oauth_token_url.is_some(),
             self.oauth_client_id.is_some(),
         ];
-        if oauth_parts.iter().any(|set| *set) && !oauth_parts.iter().all(|set| *set) {
+        if parts.iter().any(|set| *set) && !parts.iter().all(|set| *set) {
             return Err("POLYTOMIC_OAUTH_AUTHORIZE_URL, POLYTOMIC_OAUTH_TOKEN_URL and POLYTOMIC_OAUTH_CLIENT_ID must be set together (OAuth is on only when all three are set)".into());
         }
         if let Some(key) = &self.signing_key
-            && key.expose().len() < crate::oauth::keys::MIN_SIGNING_KEY_LEN
+            && key.expose().len() < MIN_SIGNING_KEY_LEN
         {
             return Err(format!(
-                "POLYTOMIC_MCP_SIGNING_KEY must be at least {} characters (e.g. `openssl rand -base64 48`)",
-                crate::oauth::keys::MIN_SIGNING_KEY_LEN
+                "POLYTOMIC_MCP_SIGNING_KEY must be at least {MIN_SIGNING_KEY_LEN} characters (e.g. `openssl rand -base64 48`)"
             ));
+        }
+        Ok(())
+    }
+}
+
+impl FeedbackSettings {
+    /// The webhook address, when one is set (checked by [`Config::validate`] to be an http(s) URL).
+    pub fn webhook_url(&self) -> Option<Url> {
+        let url = Url::parse(self.feedback_webhook_url.as_ref()?.expose()).ok()?;
+        matches!(url.scheme(), "http" | "https").then_some(url)
+    }
+
+    pub fn retry_base(&self) -> Duration {
+        Duration::from_millis(self.feedback_webhook_retry_ms)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.feedback_webhook_url.is_some() && self.webhook_url().is_none() {
+            return Err("POLYTOMIC_MCP_FEEDBACK_WEBHOOK_URL: expected an http(s) URL".into());
         }
         Ok(())
     }

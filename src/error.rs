@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
 
-use crate::auth::HeaderError;
+use crate::core::HeaderError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -27,6 +27,19 @@ pub enum ApiError {
         message: String,
         retry_after_secs: u64,
     },
+    #[error("request headers total {bytes} bytes; the limit is {limit}")]
+    HeadersTooLarge { bytes: usize, limit: usize },
+    #[error(
+        "the request body did not arrive within {millis} ms of its headers; send the whole body at once"
+    )]
+    BodyTimeout { millis: u128 },
+    #[error("the request body is larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    /// A body nested deeper than the JSON-RPC layer accepts, answered as a JSON-RPC invalid request.
+    #[error("JSON nested deeper than {limit} levels")]
+    JsonTooDeep { limit: usize },
+    #[error("no such route; the MCP endpoint is /mcp")]
+    NotFound,
     /// An OAuth endpoint error, rendered as RFC 6749 §5.2 JSON (`error`, `error_description`).
     #[error("{error}: {description}")]
     OAuth {
@@ -55,6 +68,16 @@ impl IntoResponse for ApiError {
             ApiError::BadHeader(error) => (
                 StatusCode::BAD_REQUEST,
                 Json(json!({"error": "invalid_header", "header": error.header, "message": error.message})),
+            )
+                .into_response(),
+            ApiError::HeadersTooLarge { .. } => simple(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", &self),
+            ApiError::BodyTimeout { .. } => simple(StatusCode::REQUEST_TIMEOUT, "body_timeout", &self),
+            ApiError::BodyTooLarge { .. } => simple(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &self),
+            ApiError::NotFound => simple(StatusCode::NOT_FOUND, "not_found", &self),
+            ApiError::JsonTooDeep { .. } => (
+                StatusCode::BAD_REQUEST,
+                [(header::CONTENT_TYPE, "application/json")],
+                json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": self.to_string()}}).to_string(),
             )
                 .into_response(),
             ApiError::Forbidden(message) => {
@@ -90,4 +113,13 @@ impl IntoResponse for ApiError {
                 .into_response(),
         }
     }
+}
+
+/// The `{"error", "message"}` body most refusals share.
+fn simple(status: StatusCode, error: &'static str, message: &ApiError) -> Response {
+    (
+        status,
+        Json(json!({"error": error, "message": message.to_string()})),
+    )
+        .into_response()
 }

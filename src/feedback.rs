@@ -9,6 +9,8 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::OutputFormat;
+use crate::core::{FirstRound, now_ms, spawn_periodic};
 use crate::store::{FeedbackRecord, Store};
 
 /// Calls remembered per principal, and for how long.
@@ -27,9 +29,30 @@ pub struct CallSummary {
     pub operation: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
-    pub outcome: String,
+    pub outcome: CallOutcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_key: Option<String>,
+}
+
+/// What an agent may report, and how urgent it says it is (the feedback tool's enums and the CLI's filter).
+pub const CATEGORIES: [&str; 5] = ["bug", "missing_capability", "friction", "docs", "other"];
+pub const SEVERITIES: [&str; 4] = ["low", "medium", "high", "critical"];
+
+/// How a tool call ended, as the agent saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallOutcome {
+    Ok,
+    Error,
+}
+
+impl CallOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::Ok => "ok",
+            CallOutcome::Error => "error",
+        }
+    }
 }
 
 /// Each principal's last few tool calls, in this process only: a hint for operators, not a record of truth.
@@ -112,18 +135,19 @@ pub fn spawn_webhook_worker(
     config: WebhookConfig,
     shutdown: CancellationToken,
 ) {
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(Duration::from_millis(250));
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = ticker.tick() => {}
+    spawn_periodic(
+        Duration::from_millis(250),
+        FirstRound::Now,
+        shutdown,
+        move || {
+            let (store, http, config) = (store.clone(), http.clone(), config.clone());
+            async move {
+                if let Err(error) = deliver_due(&store, &http, &config).await {
+                    tracing::warn!(%error, "feedback webhook round failed; will retry");
+                }
             }
-            if let Err(error) = deliver_due(&store, &http, &config).await {
-                tracing::warn!(%error, "feedback webhook round failed; will retry");
-            }
-        }
-    });
+        },
+    );
 }
 
 async fn deliver_due(
@@ -131,7 +155,7 @@ async fn deliver_due(
     http: &reqwest::Client,
     config: &WebhookConfig,
 ) -> Result<(), crate::store::StoreError> {
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = now_ms();
     let lease = now + 60_000;
     for claimed in store.claim_deliveries(now, lease, 20).await? {
         let Some(record) = store.get_feedback(&claimed.feedback_id).await? else {
@@ -147,12 +171,7 @@ async fn deliver_due(
             Err(error) if attempts >= config.max_attempts => {
                 tracing::warn!(feedback_id = %record.id, attempts, %error, "feedback webhook keeps failing; moved to dead letters");
                 store
-                    .delivery_dead(
-                        &record.id,
-                        attempts,
-                        &error,
-                        chrono::Utc::now().timestamp_millis(),
-                    )
+                    .delivery_dead(&record.id, attempts, &error, now_ms())
                     .await?;
             }
             Err(error) => {
@@ -161,8 +180,7 @@ async fn deliver_due(
                     .retry_base
                     .saturating_mul(factor)
                     .min(Duration::from_secs(3600));
-                let retry_at = chrono::Utc::now().timestamp_millis()
-                    + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
+                let retry_at = now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
                 tracing::info!(feedback_id = %record.id, attempts, %error, "feedback webhook failed; will retry");
                 store
                     .delivery_failed(&record.id, attempts, &error, retry_at)
@@ -272,13 +290,6 @@ pub fn parse_since(value: &str, now_ms: i64) -> Result<i64, String> {
 
 fn since_error(value: &str) -> String {
     format!("--since {value:?} is not a time; use e.g. 24h, 7d, 2026-11-01 or 2026-11-01T12:00:00Z")
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutputFormat {
-    Table,
-    Json,
-    Csv,
 }
 
 const CSV_COLUMNS: [&str; 19] = [
@@ -404,7 +415,7 @@ mod tests {
             tool: "execute".into(),
             operation: Some("GET /api/me".into()),
             status: Some(200),
-            outcome: "ok".into(),
+            outcome: CallOutcome::Ok,
             error_key: None,
         }
     }

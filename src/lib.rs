@@ -1,14 +1,20 @@
 //! polytomic-mcp: a hosted MCP server that lets LLM agents search and call the Polytomic API.
 //!
-//! A request reads top-down: [`http`] (router and layers) → [`auth`] (principal) → [`mcp`] (tools) →
-//! [`search`] / [`upstream`] over the [`openapi`] index, with [`store`] for durable state.
+//! A request reads top-down: [`http`] (router and layers) → [`auth`] / [`oauth`] (principal) → [`mcp`]
+//! (tools) → [`search`] / [`upstream`] over the [`openapi`] index, with [`store`] for durable state. The
+//! modules are layered without cycles: [`core`] is the shared vocabulary at the bottom, [`state`] holds the
+//! infrastructure every feature uses, each feature (`oauth`, `feedback`, `mcp`) owns its own state and
+//! routes, and [`http`] composes them.
 
+// The layers, lowest first, are listed in tests/it/architecture.rs: secret, core → error, config, telemetry,
+// store, ratelimit → openapi → search → upstream → state → auth → oauth → feedback → mcp → http. A module
+// uses only modules below it.
 pub mod auth;
 pub mod config;
+pub mod core;
 pub mod error;
 pub mod feedback;
 pub mod http;
-pub mod log_format;
 pub mod mcp;
 pub mod oauth;
 pub mod openapi;
@@ -21,13 +27,18 @@ pub mod telemetry;
 pub mod upstream;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::openapi::{IndexHandle, IndexSource, LoadError, load_index, spawn_refresh};
+use crate::core::{FirstRound, now_ms, spawn_periodic};
+use crate::feedback::WebhookConfig;
+use crate::mcp::McpState;
+use crate::oauth::{OAuth, OAuthState};
+use crate::openapi::{IndexSource, LoadError, load_index};
+use crate::search::{IndexHandle, spawn_refresh};
 use crate::state::{App, AppState};
 use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
@@ -63,42 +74,39 @@ pub fn install_crypto_provider() {
     oauth::install_jwt_provider();
 }
 
-/// Builds the shared state: HTTP client, index, store.
-pub async fn build_state(config: Config, bound_port: u16) -> Result<AppState, StartError> {
+/// Everything a running server is made of: the shared infrastructure and each feature's own state.
+struct Services {
+    app: AppState,
+    oauth: Option<OAuthState>,
+    mcp: McpState,
+    webhook: Option<WebhookConfig>,
+}
+
+/// Builds the infrastructure (HTTP client, index, store) and the features on top of it.
+async fn build(config: Config, bound_port: u16) -> Result<Services, StartError> {
     install_crypto_provider();
     config.validate().map_err(StartError::Config)?;
     let public_url = config
+        .http
         .public_url(bound_port)
         .map_err(|e| StartError::Config(format!("POLYTOMIC_MCP_PUBLIC_URL: {e}")))?;
-    let upstream = Upstream::new(&config)?;
-    let source = IndexSource::from_setting(config.openapi.as_deref());
+    let upstream = Upstream::new(
+        &config.upstream,
+        config.limits.max_concurrent_requests as usize,
+    )?;
+    let source = IndexSource::from_setting(config.upstream.openapi.as_deref());
     let index = load_index(&source, upstream.http()).await?;
-    let store = Store::connect_with_retry(
-        &config.database_url,
-        Duration::from_secs(config.database_wait_secs),
-    )
-    .await?;
-    let oauth =
-        oauth::OAuth::from_config(&config, &public_url, &store, upstream.http().clone()).await?;
+    let store = Store::connect_with_retry(&config.store.database_url, config.store.wait()).await?;
+    let oauth = OAuth::from_config(&config, &public_url, &store, upstream.http().clone()).await?;
     let allowed_hosts = auth::allowed_hosts(&public_url);
-    let allowed_origins = auth::allowed_origins(&public_url, &config.allowed_origins);
+    let allowed_origins = auth::allowed_origins(&public_url, &config.http.allowed_origins);
     let mcp_url = format!("{}/mcp", public_url.as_str().trim_end_matches('/'));
-    let webhook = match &config.feedback_webhook_url {
-        None => None,
-        Some(url) => Some(feedback::WebhookConfig {
-            url: url::Url::parse(url.expose())
-                .ok()
-                .filter(|u| matches!(u.scheme(), "http" | "https"))
-                .ok_or_else(|| {
-                    StartError::Config(
-                        "POLYTOMIC_MCP_FEEDBACK_WEBHOOK_URL: expected an http(s) URL".into(),
-                    )
-                })?,
-            secret: config.feedback_webhook_secret.clone(),
-            max_attempts: i64::from(config.feedback_webhook_max_attempts),
-            retry_base: Duration::from_millis(config.feedback_webhook_retry_ms),
-        }),
-    };
+    let webhook = config.feedback.webhook_url().map(|url| WebhookConfig {
+        url,
+        secret: config.feedback.feedback_webhook_secret.clone(),
+        max_attempts: i64::from(config.feedback.feedback_webhook_max_attempts),
+        retry_base: config.feedback.retry_base(),
+    });
     tracing::info!(
         operations = index.operations.len(),
         source = %source.describe(),
@@ -111,7 +119,7 @@ pub async fn build_state(config: Config, bound_port: u16) -> Result<AppState, St
         Store::Postgres(_) => Some(store.clone()),
         Store::Sqlite(_) => None,
     });
-    Ok(AppState(Arc::new(App {
+    let app = AppState(Arc::new(App {
         config,
         public_url,
         mcp_url,
@@ -119,15 +127,19 @@ pub async fn build_state(config: Config, bound_port: u16) -> Result<AppState, St
         upstream,
         store,
         metrics: Metrics::new(),
-        started: Instant::now(),
         allowed_hosts,
         allowed_origins,
-        recent_calls: feedback::RecentCalls::default(),
         rate_limiter,
-        tools: mcp::ToolSet::new(),
+    }));
+    Ok(Services {
+        oauth: oauth.map(|oauth| OAuthState {
+            app: app.clone(),
+            oauth: Arc::new(oauth),
+        }),
+        mcp: McpState::new(app.clone(), webhook.is_some()),
+        app,
         webhook,
-        oauth,
-    })))
+    })
 }
 
 /// Serves on `listener` until `shutdown` is cancelled, then drains in-flight requests.
@@ -137,29 +149,17 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
     let address = listener.local_addr()?;
-    let state = build_state(config, address.port()).await?;
-    let source = IndexSource::from_setting(state.config.openapi.as_deref());
-    spawn_refresh(
-        state.catalog.clone(),
-        source,
-        Duration::from_secs(state.config.openapi_refresh_secs),
-        state.upstream.http().clone(),
-        shutdown.clone(),
-    );
-    if matches!(state.store, Store::Postgres(_)) {
-        spawn_rate_limit_purge(state.store.clone(), shutdown.clone());
-    }
-    if let Some(webhook) = state.webhook.clone() {
-        feedback::spawn_webhook_worker(
-            state.store.clone(),
-            state.upstream.http().clone(),
-            webhook,
-            shutdown.clone(),
-        );
-    }
+    let services = build(config, address.port()).await?;
+    let state = services.app.clone();
+    spawn_background(&services, &shutdown);
     // rmcp gets its own token, cancelled only after in-flight requests have drained.
     let mcp_stop = CancellationToken::new();
-    let app = http::router(state.clone(), mcp_stop.clone());
+    let app = http::router(
+        state.clone(),
+        services.oauth,
+        services.mcp,
+        mcp_stop.clone(),
+    );
     tracing::info!(%address, mcp = %state.mcp_url, "listening");
     // Supervisors and tests wait for this line; it should not sit in the log buffer.
     crate::telemetry::flush_logs();
@@ -169,7 +169,7 @@ pub async fn run(
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(async move { drain.cancelled().await });
-    let grace = Duration::from_secs(state.config.shutdown_grace_secs);
+    let grace = state.config.http.shutdown_grace();
     let deadline = async {
         shutdown.cancelled().await;
         tokio::time::sleep(grace).await;
@@ -184,19 +184,43 @@ pub async fn run(
     Ok(())
 }
 
+/// The background tasks: OpenAPI refresh, rate-limit purge (PostgreSQL only), feedback webhook delivery.
+fn spawn_background(services: &Services, shutdown: &CancellationToken) {
+    let state = &services.app;
+    let source = IndexSource::from_setting(state.config.upstream.openapi.as_deref());
+    spawn_refresh(
+        state.catalog.clone(),
+        source,
+        state.config.upstream.refresh_every(),
+        state.upstream.http().clone(),
+        shutdown.clone(),
+    );
+    if matches!(state.store, Store::Postgres(_)) {
+        spawn_rate_limit_purge(state.store.clone(), shutdown.clone());
+    }
+    if let Some(webhook) = services.webhook.clone() {
+        feedback::spawn_webhook_worker(
+            state.store.clone(),
+            state.upstream.http().clone(),
+            webhook,
+            shutdown.clone(),
+        );
+    }
+}
+
 /// Deletes finished rate-limit windows every minute (only the shared PostgreSQL counter keeps any).
 fn spawn_rate_limit_purge(store: Store, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = ticker.tick() => {}
+    spawn_periodic(
+        Duration::from_secs(60),
+        FirstRound::Now,
+        shutdown,
+        move || {
+            let store = store.clone();
+            async move {
+                if let Err(error) = store.purge_rate_limits(now_ms() - 5 * 60_000).await {
+                    tracing::warn!(%error, "purging old rate-limit windows failed");
+                }
             }
-            let before = chrono::Utc::now().timestamp_millis() - 5 * 60_000;
-            if let Err(error) = store.purge_rate_limits(before).await {
-                tracing::warn!(%error, "purging old rate-limit windows failed");
-            }
-        }
-    });
+        },
+    );
 }

@@ -9,8 +9,8 @@ use polytomic_mcp::config::{Cli, Command, FeedbackCommand};
 use polytomic_mcp::telemetry::init_tracing;
 use tokio_util::sync::CancellationToken;
 
-/// mimalloc instead of glibc malloc: per-thread heaps avoid the arena-lock contention that profiling showed
-/// under load (+54–73% throughput in benches/load.sh).
+/// mimalloc instead of glibc malloc: per-thread heaps avoid glibc's arena-lock contention under load
+/// (measured in docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -20,7 +20,7 @@ async fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => return configuration_error(error),
     };
-    init_tracing(cli.config.log_format);
+    init_tracing(cli.config.log.log_format);
     let code = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => match serve(cli.config).await {
             Ok(()) => ExitCode::SUCCESS,
@@ -48,7 +48,7 @@ async fn feedback(
 ) -> anyhow::Result<ExitCode> {
     use polytomic_mcp::feedback::{parse_since, render, render_one};
     use std::io::Write as _;
-    let store = polytomic_mcp::store::Store::connect(&config.database_url).await?;
+    let store = polytomic_mcp::store::Store::connect(&config.store.database_url).await?;
     let mut out = std::io::stdout().lock();
     match action {
         FeedbackCommand::List {
@@ -64,7 +64,7 @@ async fn feedback(
                 .transpose()
                 .map_err(anyhow::Error::msg)?;
             if let Some(category) = &category {
-                let known = polytomic_mcp::mcp::FEEDBACK_CATEGORIES;
+                let known = polytomic_mcp::feedback::CATEGORIES;
                 if !known.contains(&category.as_str()) {
                     anyhow::bail!(
                         "--category {category:?} is not one of: {}",
@@ -148,7 +148,7 @@ fn configuration_error(error: clap::Error) -> ExitCode {
 }
 
 async fn serve(config: polytomic_mcp::config::Config) -> anyhow::Result<()> {
-    let address = SocketAddr::new(config.http_host, config.http_port);
+    let address = SocketAddr::new(config.http.http_host, config.http.http_port);
     let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
         anyhow::anyhow!("cannot bind {address} (POLYTOMIC_HTTP_HOST/POLYTOMIC_HTTP_PORT): {e}")
     })?;

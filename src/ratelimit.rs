@@ -31,6 +31,13 @@ pub enum Decision {
     },
 }
 
+/// Marks a request whose principal is over its rate limit (but not far over it): tools answer it with an
+/// error telling the agent to slow down, so the agent reads why instead of seeing a transport failure.
+#[derive(Debug, Clone, Copy)]
+pub struct OverLimit {
+    pub retry_after_secs: u64,
+}
+
 #[derive(Debug)]
 pub struct RateLimiter {
     local: Mutex<HashMap<String, (i64, i64)>>,

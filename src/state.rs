@@ -1,12 +1,14 @@
-//! Shared application state, built once at start-up and handed to every request.
+//! Infrastructure shared by every feature, built once at start-up: configuration, the catalog, the upstream
+//! client, the store, metrics and limits. Features keep their own state beside it (the OAuth server in
+//! `oauth::OAuthState`, the tools in `mcp::McpState`); nothing here knows about them.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use url::Url;
 
 use crate::config::Config;
-use crate::openapi::IndexHandle;
+use crate::ratelimit::RateLimiter;
+use crate::search::IndexHandle;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 use crate::upstream::Upstream;
@@ -22,20 +24,11 @@ pub struct App {
     pub upstream: Upstream,
     pub store: Store,
     pub metrics: Metrics,
-    pub started: Instant,
     /// `Host` values accepted on `/mcp` (lower case, with port where one is required).
     pub allowed_hosts: Vec<String>,
     /// `Origin` values accepted from browsers (serialised origins, lower case).
     pub allowed_origins: Vec<String>,
-    /// Each principal's last few tool calls, attached to its feedback.
-    pub recent_calls: crate::feedback::RecentCalls,
-    pub rate_limiter: crate::ratelimit::RateLimiter,
-    /// The MCP tool definitions, built once.
-    pub tools: crate::mcp::ToolSet,
-    /// Where feedback records are delivered, when configured.
-    pub webhook: Option<crate::feedback::WebhookConfig>,
-    /// The OAuth authorization server; `None` when OAuth is off.
-    pub oauth: Option<crate::oauth::OAuth>,
+    pub rate_limiter: RateLimiter,
 }
 
 #[derive(Debug, Clone)]

@@ -1,7 +1,7 @@
 //! A direct path for the most frequent request: one stateless `tools/call` POSTed as plain JSON by a client on
-//! protocol 2025-06-18 or 2025-11-25. Profiling showed rmcp's per-request service set-up (a second JSON parse,
-//! two task spawns, channels) costing a quarter of each call; this path parses the request once and calls the
-//! same [`dispatch`] that rmcp's handler calls, so the answer is identical. Anything else — other methods,
+//! protocol 2025-06-18 or 2025-11-25. rmcp's per-request service set-up (a second JSON parse, two task spawns,
+//! channels) is a large share of a call's cost (docs/performance.md); this path parses the request once and
+//! calls the same [`dispatch`] that rmcp's handler calls, so the answer is identical. Anything else — other methods,
 //! batches, sessions, unknown fields, unusual headers or unknown tools — goes to rmcp unchanged.
 
 use axum::response::{IntoResponse, Response};
@@ -10,9 +10,8 @@ use http::{HeaderMap, HeaderName, Method, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::auth::Principal;
-use crate::mcp::{client_from_user_agent, dispatch};
-use crate::state::AppState;
+use crate::core::{ClientInfo, Principal};
+use crate::mcp::{McpState, dispatch};
 
 const DIRECT_PROTOCOLS: [&str; 2] = ["2025-06-18", "2025-11-25"];
 
@@ -61,7 +60,11 @@ fn eligible(method: &Method, headers: &HeaderMap) -> bool {
 }
 
 /// Answers the request when it is a single `tools/call` this path handles; `None` hands it to rmcp.
-pub async fn try_tools_call(state: &AppState, parts: &Parts, body: &[u8]) -> Option<Response> {
+pub(crate) async fn try_tools_call(
+    state: &McpState,
+    parts: &Parts,
+    body: &[u8],
+) -> Option<Response> {
     if !eligible(&parts.method, &parts.headers) {
         return None;
     }
@@ -70,7 +73,7 @@ pub async fn try_tools_call(state: &AppState, parts: &Parts, body: &[u8]) -> Opt
     })?;
     let principal = parts.extensions.get::<Principal>()?;
     let arguments = Value::Object(envelope.params.arguments.unwrap_or_default());
-    let client = client_from_user_agent(&parts.headers);
+    let client = ClientInfo::from_user_agent(&parts.headers);
     // `None` for an unknown tool: rmcp words that JSON-RPC error.
     let mut result = dispatch(
         state,

@@ -1,8 +1,8 @@
-//! Everything `/mcp` does before rmcp, as one handler: Host/Origin, the in-flight limit, header size and
+//! Everything `/mcp` does before the tools, as one handler: Host/Origin, the in-flight limit, header size and
 //! per-address limit, body nesting, authentication, the per-principal limit, then the direct `tools/call`
-//! path or rmcp. One function instead of a stack of middleware layers: each layer cloned everything beneath
-//! it on every request (rmcp's service included, whose cancellation token takes a lock to clone), which
-//! profiling showed as a tenth of the server's CPU per call.
+//! path or rmcp. One function instead of a stack of middleware layers, because each layer cloned everything
+//! beneath it on every request (rmcp's service included, whose cancellation token takes a lock to clone).
+//! Each step returns `Result<_, ApiError>`; the refusal is rendered once, at the end.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -10,74 +10,103 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
+use http::HeaderMap;
 use rmcp::transport::streamable_http_server::StreamableHttpService;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
 use super::{direct, protect};
-use crate::auth::{authenticate, check_host_and_origin};
+use crate::auth::{api_key_principal, bearer_token, check_host_and_origin, request_modes};
+use crate::core::Principal;
 use crate::error::ApiError;
-use crate::mcp::PolytomicMcp;
+use crate::mcp::{McpState, PolytomicMcp};
+use crate::oauth::{ACCESS_TOKEN_PREFIX, OAuthState};
 use crate::state::AppState;
 
-pub type RmcpService = StreamableHttpService<PolytomicMcp, NeverSessionManager>;
+pub(crate) type RmcpService = StreamableHttpService<PolytomicMcp, NeverSessionManager>;
 
-/// The `/mcp` handler's own state: the app, rmcp's service (cloned only for requests that reach it) and the
-/// in-flight limit.
+/// The `/mcp` handler's own state: the infrastructure, the OAuth server when it is on, the tools, rmcp's
+/// service (cloned only for requests that reach it) and the in-flight limit.
 #[derive(Clone)]
-pub struct McpFront {
+pub(crate) struct McpFront {
     pub state: AppState,
+    pub oauth: Option<OAuthState>,
+    pub mcp: McpState,
     pub rmcp: Arc<RmcpService>,
     pub in_flight: Arc<Semaphore>,
 }
 
-pub async fn serve(State(front): State<McpFront>, request: Request) -> Response {
-    let state = &front.state;
-    if let Some(refusal) = check_host_and_origin(state, request.headers(), request.uri()) {
-        return refusal;
+pub(crate) async fn serve(State(front): State<McpFront>, request: Request) -> Response {
+    match handle(&front, request).await {
+        Ok(response) => response,
+        Err(refusal) => refusal.into_response(),
     }
-    let Some(_permit) = admit(&front).await else {
+}
+
+async fn handle(front: &McpFront, request: Request) -> Result<Response, ApiError> {
+    let state = &front.state;
+    check_host_and_origin(state, request.headers(), request.uri())?;
+    let Some(_permit) = admit(front).await else {
         state.metrics.load_shed.inc();
-        return ApiError::Unavailable("the server is at capacity; retry in a second".into())
-            .into_response();
+        return Err(ApiError::Unavailable(
+            "the server is at capacity; retry in a second".into(),
+        ));
     };
     let (mut parts, body) = request.into_parts();
-    if let Some(refusal) = protect::check_headers_and_address(state, &parts) {
-        return refusal;
-    }
+    protect::check_headers_and_address(state, &parts)?;
     // Only POST carries a JSON-RPC body; GET and DELETE go on to rmcp, which answers them.
     let (bytes, body) = if parts.method == http::Method::POST {
-        match protect::read_body(state, body).await {
-            Ok(bytes) => (Some(bytes.clone()), Body::from(bytes)),
-            Err(refusal) => return refusal,
-        }
+        let bytes = protect::read_body(state, body).await?;
+        (Some(bytes.clone()), Body::from(bytes))
     } else {
         (None, body)
     };
-    let principal = match authenticate(state, &parts.headers).await {
-        Ok(principal) => principal,
-        Err(refusal) => return refusal,
-    };
-    match protect::limit_principal(state, &principal).await {
-        Ok(Some(over)) => {
-            parts.extensions.insert(over);
-        }
-        Ok(None) => {}
-        Err(refusal) => return refusal,
+    let principal = authenticate(front, &parts.headers).await?;
+    if let Some(over) = protect::limit_principal(state, &principal).await? {
+        parts.extensions.insert(over);
     }
     parts.extensions.insert(principal);
     if let Some(bytes) = &bytes
-        && let Some(response) = direct::try_tools_call(state, &parts, bytes).await
+        && let Some(response) = direct::try_tools_call(&front.mcp, &parts, bytes).await
     {
-        return response;
+        return Ok(response);
     }
     let rmcp: RmcpService = front.rmcp.as_ref().clone();
     let outcome: Result<_, Infallible> = rmcp.oneshot(Request::from_parts(parts, body)).await;
     match outcome {
-        Ok(response) => response.into_response(),
+        Ok(response) => Ok(response.into_response()),
         Err(never) => match never {},
     }
+}
+
+/// The caller behind the bearer token: a token this server issued is checked by the OAuth resource server
+/// (and never sent upstream); anything else is a Polytomic API key.
+async fn authenticate(front: &McpFront, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let state = &front.state;
+    let token = bearer_token(headers).map_err(|error| {
+        state.metrics.auth_failure(error.reason);
+        ApiError::Unauthorized {
+            message: error.message,
+            // With OAuth on, the challenge points clients at the protected resource metadata (RFC 9728).
+            realm_hint: front
+                .oauth
+                .as_ref()
+                .map(|oauth| crate::oauth::resource::challenge(&oauth.oauth, None)),
+        }
+    })?;
+    let modes = request_modes(state, headers)?;
+    if !token.expose().starts_with(ACCESS_TOKEN_PREFIX) {
+        return Ok(api_key_principal(token, modes));
+    }
+    let Some(oauth) = &front.oauth else {
+        state.metrics.auth_failure("invalid_token");
+        return Err(ApiError::Unauthorized {
+            message: "OAuth is not enabled on this server; send a Polytomic API key".into(),
+            realm_hint: None,
+        });
+    };
+    crate::oauth::resource::authenticate(oauth, &token, modes).await
 }
 
 /// A slot among the requests served at once: at once when one is free, otherwise after waiting up to the
@@ -86,7 +115,7 @@ async fn admit(front: &McpFront) -> Option<OwnedSemaphorePermit> {
     if let Ok(permit) = front.in_flight.clone().try_acquire_owned() {
         return Some(permit);
     }
-    let wait = front.state.config.queue_wait();
+    let wait = front.state.config.limits.queue_wait();
     if wait.is_zero() {
         return None;
     }

@@ -23,16 +23,24 @@ mod direct;
 mod front;
 mod protect;
 
-pub use protect::{MAX_JSON_DEPTH, OverLimit, json_depth};
+pub use protect::{MAX_JSON_DEPTH, json_depth};
 
-use crate::mcp::PolytomicMcp;
+use crate::core::REQUEST_ID_HEADER as REQUEST_ID;
+use crate::error::ApiError;
+use crate::mcp::{McpState, PolytomicMcp};
+use crate::oauth::OAuthState;
 use crate::state::AppState;
 use crate::telemetry::RequestLabels;
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-pub fn router(state: AppState, shutdown: CancellationToken) -> Router {
-    let body_limit = usize::try_from(state.config.max_request_bytes).unwrap_or(1 << 20);
+/// The whole application: public routes, the OAuth routes when OAuth is on, and `/mcp`, under one layer
+/// stack.
+pub fn router(
+    state: AppState,
+    oauth: Option<OAuthState>,
+    mcp: McpState,
+    shutdown: CancellationToken,
+) -> Router {
+    let body_limit = state.config.limits.max_request_bytes();
     // Host and Origin are checked by our own front (before authentication, one rule for every method), so
     // rmcp's built-in host list is disabled rather than kept in sync.
     let mcp_config = StreamableHttpServerConfig::default()
@@ -42,17 +50,20 @@ pub fn router(state: AppState, shutdown: CancellationToken) -> Router {
         .with_cancellation_token(shutdown.child_token())
         .with_max_request_body_bytes(body_limit)
         .disable_allowed_hosts();
-    let mcp_state = state.clone();
+    let mcp_state = mcp.clone();
     let rmcp = StreamableHttpService::new(
         move || Ok(PolytomicMcp::new(mcp_state.clone())),
         Arc::new(NeverSessionManager::default()),
         mcp_config,
     );
+    let oauth_on = oauth.is_some();
     let front = front::McpFront {
         state: state.clone(),
+        oauth: oauth.clone(),
+        mcp,
         rmcp: Arc::new(rmcp),
         in_flight: Arc::new(Semaphore::new(
-            state.config.max_concurrent_requests as usize,
+            state.config.limits.max_concurrent_requests as usize,
         )),
     };
     let mcp = Router::new()
@@ -62,14 +73,15 @@ pub fn router(state: AppState, shutdown: CancellationToken) -> Router {
     let mut public = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics));
+        .route("/metrics", get(metrics))
+        .with_state(state.clone());
     // The OAuth routes exist only when OAuth is on; otherwise the fallback answers 404 on every one of them,
     // which keeps clients from caching a bogus authorization server.
-    if state.oauth.is_some() {
+    if let Some(oauth) = oauth {
         // Registration, consent and token endpoints face the internet unauthenticated (Claude registers a
         // client on every fresh connect), so they share the per-address limit of `/mcp`.
         public = public.merge(
-            crate::oauth::routes().layer(from_fn_with_state(state.clone(), protect::limit_ip)),
+            crate::oauth::router(oauth).layer(from_fn_with_state(state.clone(), protect::limit_ip)),
         );
     }
 
@@ -82,7 +94,6 @@ pub fn router(state: AppState, shutdown: CancellationToken) -> Router {
                 .iter()
                 .filter_map(|o| HeaderValue::from_str(o).ok())
                 .collect();
-            let oauth_on = state.oauth.is_some();
             AllowOrigin::predicate(move |origin: &HeaderValue, parts: &http::request::Parts| {
                 allowed.contains(origin)
                     || (oauth_on && crate::oauth::is_cors_open_path(parts.uri.path()))
@@ -115,8 +126,7 @@ pub fn router(state: AppState, shutdown: CancellationToken) -> Router {
         .fallback(not_found)
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(cors)
-        .layer(from_fn_with_state(state.clone(), observe))
-        .with_state(state)
+        .layer(from_fn_with_state(state, observe))
 }
 
 /// Request id, log span, request metrics and sensitive-header marking for every request, in one layer.
@@ -176,13 +186,8 @@ fn route_label(matched: Option<&MatchedPath>) -> &'static str {
         Some("/healthz") => "/healthz",
         Some("/readyz") => "/readyz",
         Some("/metrics") => "/metrics",
-        Some(path) if path.starts_with("/.well-known/") => "/.well-known",
-        Some("/authorize") => "/authorize",
-        Some("/oauth/callback") => "/oauth/callback",
-        Some("/token") => "/token",
-        Some("/revoke") => "/revoke",
-        Some(path) if path.starts_with("/register") => "/register",
-        _ => "other",
+        Some(path) => crate::oauth::route_label(path).unwrap_or("other"),
+        None => "other",
     }
 }
 
@@ -219,18 +224,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-async fn not_found(request: Request) -> Response {
-    let _ = request;
-    not_found_response()
-}
-
 /// The 404 every unknown path gets (and the OAuth paths when OAuth is off).
-pub fn not_found_response() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        axum::Json(
-            json!({"error": "not_found", "message": "no such route; the MCP endpoint is /mcp"}),
-        ),
-    )
-        .into_response()
+async fn not_found() -> ApiError {
+    ApiError::NotFound
 }

@@ -1,5 +1,6 @@
 //! Protection in front of `/mcp`: per-IP and per-principal rate limits, header and JSON nesting limits.
-//! (The body size limit is a tower layer in the router; the in-flight limit is in `front`.)
+//! (The body size limit is a tower layer in the router; the in-flight limit is in `front`.) Each check
+//! returns the [`ApiError`] to answer.
 
 use std::net::SocketAddr;
 
@@ -9,25 +10,17 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::request::Parts;
-use http::{Extensions, HeaderMap, StatusCode, header};
-use serde_json::json;
+use http::{Extensions, HeaderMap};
 
-use crate::auth::Principal;
+use crate::core::{Principal, now_ms};
 use crate::error::ApiError;
-use crate::ratelimit::Decision;
+use crate::ratelimit::{Decision, OverLimit};
 use crate::state::AppState;
 
 /// Total bytes of request headers accepted.
 const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// JSON nesting accepted in a request body; MCP messages need a handful of levels.
 pub const MAX_JSON_DEPTH: usize = 64;
-
-/// Marks a request whose principal is over its rate limit; tools answer it with an error telling the agent
-/// to slow down, so the agent reads why instead of seeing a transport failure.
-#[derive(Debug, Clone, Copy)]
-pub struct OverLimit {
-    pub retry_after_secs: u64,
-}
 
 /// The caller's address: the connection's peer, or the last `X-Forwarded-For` hop when the operator says a
 /// trusted proxy sets it.
@@ -53,8 +46,8 @@ pub fn client_ip(
 /// The per-address limit alone, for the public OAuth endpoints.
 pub async fn limit_ip(State(state): State<AppState>, request: Request, next: Next) -> Response {
     match ip_over_limit(&state, request.headers(), request.extensions()) {
-        Some(refusal) => refusal,
-        None => next.run(request).await,
+        Err(refusal) => refusal.into_response(),
+        Ok(()) => next.run(request).await,
     }
 }
 
@@ -63,88 +56,74 @@ fn ip_over_limit(
     state: &AppState,
     headers: &HeaderMap,
     extensions: &Extensions,
-) -> Option<Response> {
+) -> Result<(), ApiError> {
     let mut bucket = String::with_capacity(48);
     bucket.push_str("ip:");
     bucket.push_str(&client_ip(
         headers,
         extensions,
-        state.config.trust_forwarded_for,
+        state.config.http.trust_forwarded_for,
     ));
-    let now = chrono::Utc::now().timestamp_millis();
-    let limit = state.config.ip_rate_limit_per_minute;
+    let limit = state.config.limits.ip_rate_limit_per_minute;
     let Decision::Limited {
         retry_after_secs, ..
-    } = state.rate_limiter.hit_local(&bucket, limit, now)
+    } = state.rate_limiter.hit_local(&bucket, limit, now_ms())
     else {
-        return None;
+        return Ok(());
     };
     state.metrics.rate_limited("ip");
-    Some(
-        ApiError::TooManyRequests {
-            message: format!("too many requests from this address (limit {limit} per minute); retry after {retry_after_secs} s"),
-            retry_after_secs,
-        }
-        .into_response(),
-    )
+    Err(ApiError::TooManyRequests {
+        message: format!(
+            "too many requests from this address (limit {limit} per minute); retry after {retry_after_secs} s"
+        ),
+        retry_after_secs,
+    })
 }
 
 /// The refusal for oversized headers or an address over its limit, checked before authentication does any
-/// work; `None` lets the request through.
-pub fn check_headers_and_address(state: &AppState, parts: &Parts) -> Option<Response> {
+/// work.
+pub(crate) fn check_headers_and_address(state: &AppState, parts: &Parts) -> Result<(), ApiError> {
     let header_bytes: usize = parts
         .headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
     if header_bytes > MAX_HEADER_BYTES {
-        return Some((
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            axum::Json(json!({"error": "headers_too_large", "message": format!("request headers total {header_bytes} bytes; the limit is {MAX_HEADER_BYTES}")})),
-        )
-            .into_response());
+        return Err(ApiError::HeadersTooLarge {
+            bytes: header_bytes,
+            limit: MAX_HEADER_BYTES,
+        });
     }
     ip_over_limit(state, &parts.headers, &parts.extensions)
 }
 
 /// Reads a POST body (already capped by the size-limit layer) and checks its nesting before any parser sees it.
-pub async fn read_body(state: &AppState, body: Body) -> Result<Bytes, Response> {
-    let limit = usize::try_from(state.config.max_request_bytes).unwrap_or(1 << 20);
-    let timeout = state.config.body_read_timeout();
+pub(crate) async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
+    let limit = state.config.limits.max_request_bytes();
+    let timeout = state.config.limits.body_read_timeout();
     // A sender that trickles its body would otherwise hold one of the in-flight slots indefinitely.
     let Ok(read) = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await else {
-        return Err((
-            StatusCode::REQUEST_TIMEOUT,
-            axum::Json(json!({"error": "body_timeout", "message": format!("the request body did not arrive within {} ms of its headers; send the whole body at once", timeout.as_millis())})),
-        )
-            .into_response());
+        return Err(ApiError::BodyTimeout {
+            millis: timeout.as_millis(),
+        });
     };
-    let Ok(bytes) = read else {
-        return Err((
-            StatusCode::PAYLOAD_TOO_LARGE,
-            axum::Json(json!({"error": "body_too_large", "message": format!("the request body is larger than {limit} bytes")})),
-        )
-            .into_response());
-    };
+    let bytes = read.map_err(|_| ApiError::BodyTooLarge { limit })?;
     if json_depth(&bytes) > MAX_JSON_DEPTH {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            [(header::CONTENT_TYPE, "application/json")],
-            json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": format!("JSON nested deeper than {MAX_JSON_DEPTH} levels")}}).to_string(),
-        )
-            .into_response());
+        return Err(ApiError::JsonTooDeep {
+            limit: MAX_JSON_DEPTH,
+        });
     }
     Ok(bytes)
 }
 
 /// Per-principal rate limit, after authentication. Over the limit, tool calls get a tool error (the returned
 /// marker); far over it (twice the limit), every request gets 429.
-pub async fn limit_principal(
+pub(crate) async fn limit_principal(
     state: &AppState,
     principal: &Principal,
-) -> Result<Option<OverLimit>, Response> {
-    let limit = state.config.rate_limit_per_minute;
-    let now = chrono::Utc::now().timestamp_millis();
+) -> Result<Option<OverLimit>, ApiError> {
+    let limit = state.config.limits.rate_limit_per_minute;
+    let now = now_ms();
     let mut bucket = String::with_capacity(16 + principal.fingerprint.len());
     bucket.push_str("principal:");
     bucket.push_str(&principal.fingerprint);
@@ -158,10 +137,11 @@ pub async fn limit_principal(
     state.metrics.rate_limited("principal");
     if count > 2 * i64::from(limit) {
         return Err(ApiError::TooManyRequests {
-            message: format!("this credential sent more than {limit} requests this minute; retry after {retry_after_secs} s"),
+            message: format!(
+                "this credential sent more than {limit} requests this minute; retry after {retry_after_secs} s"
+            ),
             retry_after_secs,
-        }
-        .into_response());
+        });
     }
     Ok(Some(OverLimit { retry_after_secs }))
 }

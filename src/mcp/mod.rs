@@ -4,6 +4,7 @@
 mod tools;
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
@@ -14,11 +15,13 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::Value;
 
-use crate::auth::{AccessMode, Principal};
-use crate::state::AppState;
+use crate::core::{AccessMode, ClientInfo, Principal, REQUEST_ID_HEADER, now_ms};
+use crate::feedback::{CallOutcome, CallSummary, RecentCalls};
+use crate::ratelimit::OverLimit;
+use crate::state::{App, AppState};
 
-pub use tools::feedback::CATEGORIES as FEEDBACK_CATEGORIES;
-pub use tools::{TOOL_NAMES, ToolSet};
+pub use tools::TOOL_NAMES;
+pub(crate) use tools::{ToolOutcome, ToolSet};
 
 const INSTRUCTIONS: &str = "Gateway to the Polytomic API (syncs, bulk syncs, models, connections, users, \
 organizations, events...). Work in two steps. 1) `search` with the task in plain words; each result gives the \
@@ -28,22 +31,65 @@ plus `query` and `body`. Start with GET /api/me to learn who the user is and whi
 Before any write, run `execute` with `dry_run: true` and confirm with the user. Never guess paths. Use \
 `submit_mcp_feedback` when the server or API gets in your way.";
 
+/// What the tools work with: the shared infrastructure, the tool definitions (built once), each principal's
+/// recent calls (attached to its feedback), and whether feedback is delivered to a webhook.
+#[derive(Debug)]
+pub struct McpInner {
+    app: AppState,
+    tools: ToolSet,
+    recent_calls: RecentCalls,
+    feedback_webhook: bool,
+}
+
+/// Cheap to clone: rmcp builds one handler per request.
+#[derive(Debug, Clone)]
+pub struct McpState(Arc<McpInner>);
+
+impl McpState {
+    pub fn new(app: AppState, feedback_webhook: bool) -> Self {
+        Self(Arc::new(McpInner {
+            app,
+            tools: ToolSet::new(),
+            recent_calls: RecentCalls::default(),
+            feedback_webhook,
+        }))
+    }
+}
+
+impl McpState {
+    pub(crate) fn recent_calls(&self) -> &RecentCalls {
+        &self.0.recent_calls
+    }
+
+    /// Whether stored feedback is also queued for the webhook.
+    pub(crate) fn delivers_feedback(&self) -> bool {
+        self.0.feedback_webhook
+    }
+}
+
+impl std::ops::Deref for McpState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0.app
+    }
+}
+
 /// The rmcp handler; one is created per HTTP request (the transport is stateless).
 #[derive(Debug, Clone)]
 pub struct PolytomicMcp {
-    state: AppState,
+    state: McpState,
 }
 
 /// What a tool handler needs about the current request.
-pub struct CallContext<'a> {
-    pub state: &'a AppState,
+pub(crate) struct CallContext<'a> {
+    pub state: &'a McpState,
     pub principal: &'a Principal,
     pub request_id: Option<String>,
-    pub client: Option<(String, String)>,
+    pub client: Option<ClientInfo>,
 }
 
 impl PolytomicMcp {
-    pub fn new(state: AppState) -> Self {
+    pub fn new(state: McpState) -> Self {
         Self { state }
     }
 
@@ -81,12 +127,13 @@ impl ServerHandler for PolytomicMcp {
         let principal = Self::principal(&context)?;
         let read_only = principal.access_mode == AccessMode::ReadOnly;
         Ok(ListToolsResult::with_all_items(
-            self.state.tools.for_session(read_only).to_vec(),
+            self.state.0.tools.for_session(read_only).to_vec(),
         ))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
         self.state
+            .0
             .tools
             .for_session(false)
             .iter()
@@ -106,14 +153,12 @@ impl ServerHandler for PolytomicMcp {
         let client = context
             .peer
             .peer_info()
-            .map(|info| {
-                (
-                    info.client_info.name.clone(),
-                    info.client_info.version.clone(),
-                )
+            .map(|info| ClientInfo {
+                name: info.client_info.name.clone(),
+                version: info.client_info.version.clone(),
             })
-            .filter(|(name, _)| name != "rmcp")
-            .or_else(|| parts.and_then(|p| client_from_user_agent(&p.headers)));
+            .filter(|client| client.name != "rmcp")
+            .or_else(|| parts.and_then(|p| ClientInfo::from_user_agent(&p.headers)));
         let arguments = Value::Object(request.arguments.unwrap_or_default());
         match dispatch(
             &self.state,
@@ -138,29 +183,18 @@ impl ServerHandler for PolytomicMcp {
     }
 }
 
-/// `name/version` from the first product of a User-Agent header.
-pub fn client_from_user_agent(headers: &http::HeaderMap) -> Option<(String, String)> {
-    let agent = headers.get(http::header::USER_AGENT)?.to_str().ok()?;
-    let first = agent.split_whitespace().next()?;
-    let (name, version) = first.split_once('/').unwrap_or((first, ""));
-    Some((
-        name.chars().take(100).collect(),
-        version.chars().take(50).collect(),
-    ))
-}
-
 /// Runs one tool call; `None` when no tool has that name. Shared by rmcp's handler and the direct path for
 /// single stateless `tools/call` POSTs, so both answer identically.
-pub async fn dispatch(
-    state: &AppState,
+pub(crate) async fn dispatch(
+    state: &McpState,
     principal: &Principal,
     parts: Option<&http::request::Parts>,
-    client: Option<(String, String)>,
+    client: Option<ClientInfo>,
     name: &str,
     arguments: Value,
 ) -> Option<CallToolResult> {
     let request_id = parts
-        .and_then(|p| p.headers.get("x-request-id"))
+        .and_then(|p| p.headers.get(&REQUEST_ID_HEADER))
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let call = CallContext {
@@ -169,19 +203,11 @@ pub async fn dispatch(
         request_id,
         client,
     };
-    if let Some(over) = parts.and_then(|p| p.extensions.get::<crate::http::OverLimit>()) {
-        return Some(tool_error(
-            format!(
-                "rate limit reached for this credential ({} requests per minute); nothing was done. Slow down: wait {} s before the next call, and batch work into fewer calls.",
-                state.config.rate_limit_per_minute, over.retry_after_secs
-            ),
-            Some(
-                serde_json::json!({"error": "rate_limited", "retry_after": over.retry_after_secs}),
-            ),
-        ));
+    if let Some(over) = parts.and_then(|p| p.extensions.get::<OverLimit>()) {
+        return Some(rate_limited(state, over).result);
     }
-    // Each tool's future is boxed: held inline, the three would make every spawned request ~12 KB to copy.
-    let (tool, result) = match name {
+    // Each tool's future is boxed: held inline, the three would make every spawned request larger to copy.
+    let (tool, outcome) = match name {
         tools::search::NAME => (
             tools::search::NAME,
             Box::pin(tools::search::call(&call, arguments)).await,
@@ -196,72 +222,65 @@ pub async fn dispatch(
         ),
         _ => return None,
     };
-    let outcome = if result.is_error == Some(true) {
-        "error"
+    let result_kind = if outcome.result.is_error == Some(true) {
+        CallOutcome::Error
     } else {
-        "ok"
+        CallOutcome::Ok
     };
-    let operation = result
-        .structured_content
-        .as_ref()
-        .and_then(|s| s.get("operation"))
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    state.metrics.tool_call(tool, outcome, operation);
-    remember(state, principal, tool, outcome, &result);
-    Some(result)
+    state.metrics.tool_call(
+        tool,
+        result_kind.as_str(),
+        outcome.operation.as_deref().unwrap_or_default(),
+    );
+    if tool != tools::feedback::NAME {
+        remember(state, principal, tool, result_kind, &outcome);
+    }
+    Some(outcome.result)
+}
+
+fn rate_limited(state: &McpState, over: &OverLimit) -> ToolOutcome {
+    tool_error(
+        format!(
+            "rate limit reached for this credential ({} requests per minute); nothing was done. Slow down: wait {} s before the next call, and batch work into fewer calls.",
+            state.config.limits.rate_limit_per_minute, over.retry_after_secs
+        ),
+        Some(serde_json::json!({"error": "rate_limited", "retry_after": over.retry_after_secs})),
+    )
 }
 
 /// Keeps a short summary of the call for the principal's next feedback record.
 fn remember(
-    state: &AppState,
+    state: &McpState,
     principal: &Principal,
     tool: &str,
-    outcome: &str,
-    result: &CallToolResult,
+    outcome: CallOutcome,
+    result: &ToolOutcome,
 ) {
-    if tool == tools::feedback::NAME {
-        return;
-    }
-    let structured = result.structured_content.as_ref();
-    let field = |name: &str| structured.and_then(|s| s.get(name));
-    let call = crate::feedback::CallSummary {
+    let call = CallSummary {
         id: format!("call_{}", uuid::Uuid::now_v7().simple()),
-        at_ms: chrono::Utc::now().timestamp_millis(),
+        at_ms: now_ms(),
         tool: tool.to_owned(),
-        operation: field("operation")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
-        status: field("status")
-            .and_then(Value::as_u64)
-            .and_then(|s| u16::try_from(s).ok())
-            .filter(|s| *s > 0),
-        outcome: outcome.to_owned(),
-        error_key: field("refused")
-            .and_then(Value::as_str)
-            .or_else(|| {
-                field("body")
-                    .and_then(|b| b.get("key"))
-                    .and_then(Value::as_str)
-            })
-            .map(str::to_owned),
+        operation: result.operation.clone(),
+        status: result.upstream_status.filter(|s| *s > 0),
+        outcome,
+        error_key: result.error_key.clone(),
     };
-    state.recent_calls.record(&principal.fingerprint, call);
+    state.recent_calls().record(&principal.fingerprint, call);
 }
 
 /// A successful result: the structured value plus the same information as compact text.
-pub fn tool_success(structured: Value, text: String) -> CallToolResult {
+pub(crate) fn tool_success(structured: Value, text: String) -> ToolOutcome {
     // Built by hand: `CallToolResult::structured` would serialise the value to text only for us to replace it.
     let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
     result.structured_content = Some(structured);
-    result
+    ToolOutcome::from(result)
 }
 
 /// A failed result the agent can act on: `message` says what went wrong and what to do next.
-pub fn tool_error(message: impl Into<String>, structured: Option<Value>) -> CallToolResult {
+pub(crate) fn tool_error(message: impl Into<String>, structured: Option<Value>) -> ToolOutcome {
     let message = message.into();
     let structured = structured.unwrap_or_else(|| serde_json::json!({"error": message}));
     let mut result = CallToolResult::error(vec![ContentBlock::text(message)]);
     result.structured_content = Some(structured);
-    result
+    ToolOutcome::from(result)
 }

@@ -14,11 +14,11 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use url::Url;
 
+use super::OAuthState;
 use super::clients::{self, Client, ClientError, ClientKind};
 use super::keys::{hash, same};
 use super::{CODE_PREFIX, CODE_TTL_MS, OAuth, OAuthError, PENDING_TTL_MS, REFRESH_TTL_MS, now_ms};
-use crate::auth::AccessMode;
-use crate::state::AppState;
+use crate::core::AccessMode;
 use crate::store::oauth::{CodeRow, PendingRow, SessionRow};
 
 const COOKIE_PREFIX: &str = "pmcp_consent_";
@@ -29,12 +29,10 @@ const CHALLENGE_LEN: std::ops::RangeInclusive<usize> = 43..=128;
 // ------------------------------------------------------------------ GET /authorize
 
 pub async fn authorize(
-    State(state): State<AppState>,
+    State(state): State<OAuthState>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
-    let Some(oauth) = state.oauth.as_ref() else {
-        return crate::http::not_found_response();
-    };
+    let oauth = &*state.oauth;
     let mut params: HashMap<String, String> = HashMap::new();
     for (name, value) in pairs {
         if params.contains_key(&name) {
@@ -171,7 +169,7 @@ pub async fn authorize(
             redirect_uri,
             &id,
             &browser_token,
-            state.config.max_access_mode,
+            state.config.limits.max_access_mode,
         ),
     );
     set_cookie(
@@ -191,13 +189,11 @@ pub struct ConsentForm {
 }
 
 pub async fn consent(
-    State(state): State<AppState>,
+    State(state): State<OAuthState>,
     headers: HeaderMap,
     Form(form): Form<ConsentForm>,
 ) -> Response {
-    let Some(oauth) = state.oauth.as_ref() else {
-        return crate::http::not_found_response();
-    };
+    let oauth = &*state.oauth;
     // A browser says where a form post came from; refuse posts made by another site.
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
         && !matches!(site, "same-origin" | "none")
@@ -313,13 +309,11 @@ pub struct CallbackParams {
 }
 
 pub async fn callback(
-    State(state): State<AppState>,
+    State(state): State<OAuthState>,
     headers: HeaderMap,
     Query(params): Query<CallbackParams>,
 ) -> Response {
-    let Some(oauth) = state.oauth.as_ref() else {
-        return crate::http::not_found_response();
-    };
+    let oauth = &*state.oauth;
     let expired = || {
         error_page(
             StatusCode::BAD_REQUEST,
@@ -391,7 +385,7 @@ pub async fn callback(
 /// Exchanges the provider's code, learns who signed in, stores the session and returns our code.
 async fn finish_sign_in(
     oauth: &OAuth,
-    state: &AppState,
+    state: &OAuthState,
     pending: &PendingRow,
     upstream_code: &str,
     now: i64,

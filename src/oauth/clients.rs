@@ -14,13 +14,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use url::Url;
 
+use super::OAuthState;
 use super::keys::{hash, same};
 use super::{
     CLIENT_ID_PREFIX, CLIENT_SECRET_PREFIX, OAuth, OAuthError, REGISTRATION_TOKEN_PREFIX, now_ms,
     oauth_error,
 };
+use crate::core::{CappedReadError, read_capped};
 use crate::error::ApiError;
-use crate::state::AppState;
 use crate::store::Store;
 use crate::store::oauth::ClientRow;
 
@@ -357,19 +358,9 @@ fn checked_metadata(
     })
 }
 
-fn oauth_state(state: &AppState) -> Result<&OAuth, ApiError> {
-    state.oauth.as_ref().ok_or_else(|| {
-        oauth_error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "OAuth is not enabled on this server",
-        )
-    })
-}
-
 /// `POST /register`.
-pub async fn register(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let oauth = oauth_state(&state)?;
+pub async fn register(State(state): State<OAuthState>, body: Bytes) -> Result<Response, ApiError> {
+    let oauth = &*state.oauth;
     let request: RegistrationRequest = serde_json::from_slice(&body).map_err(|e| {
         invalid_metadata(format!(
             "the body must be a JSON client metadata object: {e}"
@@ -438,7 +429,7 @@ pub fn no_store() -> [(header::HeaderName, &'static str); 2] {
 
 /// Checks the registration access token of RFC 7592 and returns the stored client.
 async fn registered_client(
-    state: &AppState,
+    state: &OAuthState,
     client_id: &str,
     headers: &HeaderMap,
 ) -> Result<ClientRow, ApiError> {
@@ -477,11 +468,11 @@ async fn registered_client(
 
 /// `GET /register/{client_id}` (RFC 7592 §2.1).
 pub async fn read_registration(
-    State(state): State<AppState>,
+    State(state): State<OAuthState>,
     Path(client_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let oauth = oauth_state(&state)?;
+    let oauth = &*state.oauth;
     let row = registered_client(&state, &client_id, &headers).await?;
     let client = Client::from_row(row.clone())?;
     let body = registration_body(oauth, &client.id, &client.metadata, row.created_at_ms);
@@ -490,11 +481,10 @@ pub async fn read_registration(
 
 /// `DELETE /register/{client_id}` (RFC 7592 §2.3): the client and its sessions go.
 pub async fn delete_registration(
-    State(state): State<AppState>,
+    State(state): State<OAuthState>,
     Path(client_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    oauth_state(&state)?;
     registered_client(&state, &client_id, &headers).await?;
     state
         .store
@@ -623,20 +613,16 @@ async fn fetch_metadata_document(
         )));
     }
     let ttl_ms = cache_ttl_ms(response.headers());
-    let mut response = response;
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
+    let body = read_capped(response, MAX_METADATA_DOCUMENT)
         .await
-        .map_err(|e| document_error(format!("reading it failed ({})", without_url(&e))))?
-    {
-        if body.len() + chunk.len() > MAX_METADATA_DOCUMENT {
-            return Err(document_error(format!(
-                "it is larger than {MAX_METADATA_DOCUMENT} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
+        .map_err(|e| match e {
+            CappedReadError::TooLarge { cap } => {
+                document_error(format!("it is larger than {cap} bytes"))
+            }
+            CappedReadError::Read(e) => {
+                document_error(format!("reading it failed ({})", without_url(&e)))
+            }
+        })?;
     let document: Value = serde_json::from_slice(&body)
         .map_err(|e| document_error(format!("it is not JSON ({e})")))?;
     if document.get("client_id").and_then(Value::as_str) != Some(client_id) {

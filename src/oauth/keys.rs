@@ -17,7 +17,6 @@ use crate::secret::Secret;
 use crate::store::Store;
 
 /// Shortest accepted POLYTOMIC_MCP_SIGNING_KEY, in bytes.
-pub const MIN_SIGNING_KEY_LEN: usize = 32;
 const CIPHERTEXT_VERSION: &str = "v1.";
 /// Binds a wrapped signing key to its place in the store.
 const WRAP_AAD: &str = "oauth_keys.signing";

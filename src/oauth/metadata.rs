@@ -6,17 +6,15 @@ use axum::response::{IntoResponse, Response};
 use http::header;
 use serde_json::json;
 
+use super::OAuthState;
 use super::clients::AUTH_METHODS;
-use crate::state::AppState;
 
 /// Discovery documents change only with configuration; let clients cache them briefly.
 const CACHE: &str = "public, max-age=300";
 
 /// `GET /.well-known/oauth-protected-resource[/mcp]`.
-pub async fn protected_resource(State(state): State<AppState>) -> Response {
-    let Some(oauth) = state.oauth.as_ref() else {
-        return crate::http::not_found_response();
-    };
+pub async fn protected_resource(State(state): State<OAuthState>) -> Response {
+    let oauth = &*state.oauth;
     let mut body = json!({
         "resource": oauth.resource,
         "authorization_servers": [oauth.issuer],
@@ -30,10 +28,8 @@ pub async fn protected_resource(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /.well-known/oauth-authorization-server`.
-pub async fn authorization_server(State(state): State<AppState>) -> Response {
-    let Some(oauth) = state.oauth.as_ref() else {
-        return crate::http::not_found_response();
-    };
+pub async fn authorization_server(State(state): State<OAuthState>) -> Response {
+    let oauth = &*state.oauth;
     let issuer = &oauth.issuer;
     let mut body = json!({
         "issuer": issuer,

@@ -14,6 +14,7 @@ pub mod provider;
 pub mod resource;
 pub mod token;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
@@ -22,8 +23,9 @@ use axum::routing::{get, post};
 use http::StatusCode;
 
 use crate::config::Config;
+use crate::core::now_ms;
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{App, AppState};
 use crate::store::{Store, StoreError};
 
 pub use keys::{Keys, install_jwt_provider};
@@ -118,23 +120,24 @@ impl OAuth {
         store: &Store,
         http: reqwest::Client,
     ) -> Result<Option<Self>, OAuthError> {
-        if !config.oauth_enabled() {
+        if !config.oauth.enabled() {
             return Ok(None);
         }
         install_jwt_provider();
         let issuer = public_url.as_str().trim_end_matches('/').to_owned();
         let keys = Keys::load(
-            config.signing_key.as_ref(),
-            config.oauth_client_secret.as_ref(),
+            config.oauth.signing_key.as_ref(),
+            config.oauth.oauth_client_secret.as_ref(),
             store,
         )
         .await?;
-        let scopes = parse_scopes(config.oauth_scopes.as_deref());
+        let scopes = parse_scopes(config.oauth.oauth_scopes.as_deref());
         let provider = Provider::from_config(config, &issuer, &scopes, http)?;
-        let cimd_http = clients::metadata_document_client(config.oauth_cimd_allow_http_loopback)?;
+        let cimd_http =
+            clients::metadata_document_client(config.oauth.oauth_cimd_allow_http_loopback)?;
         tracing::info!(
             redirect_uri = %provider.redirect_uri,
-            signing_key = if config.signing_key.is_some() { "configured" } else { "stored" },
+            signing_key = if config.oauth.signing_key.is_some() { "configured" } else { "stored" },
             "oauth sign-in on; the provider must allow this redirect URI"
         );
         Ok(Some(Self {
@@ -144,8 +147,8 @@ impl OAuth {
             scopes,
             keys,
             provider,
-            access_ttl: Duration::from_secs(config.oauth_access_token_ttl_secs),
-            cimd_allow_http_loopback: config.oauth_cimd_allow_http_loopback,
+            access_ttl: Duration::from_secs(config.oauth.oauth_access_token_ttl_secs),
+            cimd_allow_http_loopback: config.oauth.oauth_cimd_allow_http_loopback,
             cimd_http,
             last_purge_ms: AtomicI64::new(0),
         }))
@@ -173,10 +176,6 @@ impl OAuth {
     }
 }
 
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 /// POLYTOMIC_OAUTH_SCOPES may be space- or comma-separated.
 fn parse_scopes(value: Option<&str>) -> Vec<String> {
     let mut scopes: Vec<String> = value
@@ -190,8 +189,23 @@ fn parse_scopes(value: Option<&str>) -> Vec<String> {
     scopes
 }
 
+/// What every OAuth endpoint works with: the shared infrastructure and the authorization server. It exists
+/// only when OAuth is on, so no endpoint has to ask.
+#[derive(Debug, Clone)]
+pub struct OAuthState {
+    pub app: AppState,
+    pub oauth: Arc<OAuth>,
+}
+
+impl std::ops::Deref for OAuthState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.app
+    }
+}
+
 /// The OAuth routes; mounted only when OAuth is on, so that with it off every one of them is a 404.
-pub fn routes() -> Router<AppState> {
+pub fn router(state: OAuthState) -> Router {
     Router::new()
         .route(
             "/.well-known/oauth-protected-resource",
@@ -217,6 +231,20 @@ pub fn routes() -> Router<AppState> {
         .route("/oauth/callback", get(authorize::callback))
         .route("/token", post(token::token))
         .route("/revoke", post(token::revoke))
+        .with_state(state)
+}
+
+/// The metrics label of an OAuth route (by its matched path), `None` for any other route.
+pub fn route_label(matched_path: &str) -> Option<&'static str> {
+    match matched_path {
+        path if path.starts_with("/.well-known/oauth-") => Some("/.well-known"),
+        "/authorize" => Some("/authorize"),
+        "/oauth/callback" => Some("/oauth/callback"),
+        "/token" => Some("/token"),
+        "/revoke" => Some("/revoke"),
+        "/register" | "/register/{client_id}" => Some("/register"),
+        _ => None,
+    }
 }
 
 /// True for the paths browser-based clients call cross-origin (discovery, registration, token, revocation).

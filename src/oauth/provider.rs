@@ -16,6 +16,7 @@ use url::Url;
 
 use super::OAuthError;
 use crate::config::Config;
+use crate::core::CappedReadError;
 use crate::secret::Secret;
 
 /// Upper bound for one call to the provider (token exchange, refresh, `/api/me`).
@@ -88,9 +89,9 @@ impl Provider {
         http: reqwest::Client,
     ) -> Result<Self, OAuthError> {
         let (Some(authorize), Some(token), Some(client_id)) = (
-            config.oauth_authorize_url.as_ref(),
-            config.oauth_token_url.as_ref(),
-            config.oauth_client_id.as_ref(),
+            config.oauth.oauth_authorize_url.as_ref(),
+            config.oauth.oauth_token_url.as_ref(),
+            config.oauth.oauth_client_id.as_ref(),
         ) else {
             return Err(OAuthError::Internal(
                 "OAuth provider is not configured".into(),
@@ -103,16 +104,19 @@ impl Provider {
             .set_auth_uri(AuthUrl::from_url(authorize.clone()))
             .set_token_uri(TokenUrl::from_url(token.clone()))
             .set_redirect_uri(redirect);
-        if let Some(secret) = &config.oauth_client_secret {
+        if let Some(secret) = &config.oauth.oauth_client_secret {
             client = client.set_client_secret(ClientSecret::new(secret.expose().to_owned()));
         }
-        let me_url = format!("{}/api/me", config.base_url.as_str().trim_end_matches('/'));
+        let me_url = format!(
+            "{}/api/me",
+            config.upstream.base_url.as_str().trim_end_matches('/')
+        );
         Ok(Self {
             client,
             scopes: scopes.to_vec(),
             http,
             me_url,
-            api_version: config.api_version.clone(),
+            api_version: config.upstream.api_version.clone(),
             redirect_uri,
         })
     }
@@ -232,15 +236,13 @@ impl Provider {
     }
 }
 
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
-        if body.len() + chunk.len() > MAX_PROVIDER_RESPONSE {
-            return Err(format!("answer larger than {MAX_PROVIDER_RESPONSE} bytes"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+async fn read_capped(response: reqwest::Response) -> Result<Vec<u8>, String> {
+    crate::core::read_capped(response, MAX_PROVIDER_RESPONSE)
+        .await
+        .map_err(|e| match e {
+            CappedReadError::TooLarge { cap } => format!("answer larger than {cap} bytes"),
+            CappedReadError::Read(e) => e.to_string(),
+        })
 }
 
 fn tokens<T: TokenResponse>(

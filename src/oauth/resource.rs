@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
+use super::OAuthState;
 use super::authorize::{access_aad, refresh_aad};
 use super::provider::ProviderError;
 use super::token::{TokenRejection, verify_access_token};
-use super::{OAuth, OAuthError, now_ms};
-use crate::auth::{AuthMode, Credential, Modes, Principal};
+use super::{OAuth, OAuthError};
+use crate::core::{AuthMode, Credential, Modes, Principal, now_ms};
 use crate::error::ApiError;
 use crate::secret::Secret;
-use crate::state::AppState;
 use crate::store::oauth::{SessionRow, UpstreamTokens};
 
 /// Refresh the upstream token when it has less than this left, so a call never starts with a dying token.
@@ -44,12 +44,12 @@ fn unauthorized(oauth: &OAuth, description: &str) -> ApiError {
 }
 
 /// Checks an access token and builds the principal for this request.
-pub async fn authenticate(
-    state: &AppState,
-    oauth: &OAuth,
+pub(crate) async fn authenticate(
+    state: &OAuthState,
     token: &Secret,
     modes: Modes,
 ) -> Result<Principal, ApiError> {
+    let oauth = &*state.oauth;
     let claims = verify_access_token(oauth, token.expose(), true).map_err(|rejection| {
         state.metrics.auth_failure(match rejection {
             TokenRejection::Expired => "expired_token",
@@ -85,11 +85,7 @@ pub async fn authenticate(
     }
     let upstream = upstream_token(state, oauth, session.clone()).await?;
     Ok(Principal {
-        credential: Credential::OAuth {
-            session_id: session.id.clone(),
-            user_id: session.user_id.clone(),
-            upstream,
-        },
+        credential: Credential::OAuth { upstream },
         auth_mode: AuthMode::User,
         access_mode: modes.access_mode,
         partner_org_id: None,
@@ -119,7 +115,7 @@ fn still_valid(session: &SessionRow, now: i64) -> bool {
 /// The session's upstream access token, refreshed first when it is about to expire. One replica refreshes
 /// (it holds a lease in the store); the others wait for its result.
 async fn upstream_token(
-    state: &AppState,
+    state: &OAuthState,
     oauth: &OAuth,
     mut session: SessionRow,
 ) -> Result<Secret, ApiError> {

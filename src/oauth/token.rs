@@ -14,6 +14,7 @@ use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::OAuthState;
 use super::clients::{self, Client, ClientError, no_store};
 use super::keys::{hash, pkce_s256, same};
 use super::{
@@ -21,7 +22,6 @@ use super::{
     oauth_error,
 };
 use crate::error::ApiError;
-use crate::state::AppState;
 use crate::store::oauth::{Consumed, SessionRow};
 
 const ACCESS_TOKEN_TYPE: &str = "at+jwt";
@@ -82,7 +82,7 @@ fn param<'a>(params: &'a HashMap<String, String>, name: &str) -> Option<&'a str>
 /// `client_id` for public clients (`none`), which PKCE protects instead.
 async fn authenticate_client(
     oauth: &OAuth,
-    state: &AppState,
+    state: &OAuthState,
     headers: &HeaderMap,
     params: &HashMap<String, String>,
 ) -> Result<Client, ApiError> {
@@ -152,13 +152,11 @@ async fn authenticate_client(
 
 /// `POST /token`.
 pub async fn token(
-    State(state): State<AppState>,
+    State(state): State<OAuthState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let Some(oauth) = state.oauth.as_ref() else {
-        return Ok(crate::http::not_found_response());
-    };
+    let oauth = &*state.oauth;
     let params = form(&body)?;
     let grant_type =
         param(&params, "grant_type").ok_or_else(|| invalid_request("grant_type is required"))?;
@@ -191,7 +189,7 @@ pub async fn token(
 }
 
 async fn redeem_code(
-    state: &AppState,
+    state: &OAuthState,
     client: &Client,
     params: &HashMap<String, String>,
     now: i64,
@@ -255,7 +253,7 @@ async fn redeem_code(
 }
 
 async fn rotate_refresh_token(
-    state: &AppState,
+    state: &OAuthState,
     client: &Client,
     params: &HashMap<String, String>,
     now: i64,
@@ -320,7 +318,7 @@ async fn rotate_refresh_token(
 /// A new access token and a new refresh token for `session`.
 async fn issue_tokens(
     oauth: &OAuth,
-    state: &AppState,
+    state: &OAuthState,
     session: &SessionRow,
     now: i64,
 ) -> Result<serde_json::Value, ApiError> {
@@ -418,13 +416,11 @@ pub fn verify_access_token(
 
 /// `POST /revoke` (RFC 7009). Revoking either token ends the session it belongs to; unknown tokens answer 200.
 pub async fn revoke(
-    State(state): State<AppState>,
+    State(state): State<OAuthState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let Some(oauth) = state.oauth.as_ref() else {
-        return Ok(crate::http::not_found_response());
-    };
+    let oauth = &*state.oauth;
     let params = form(&body)?;
     let token = param(&params, "token").ok_or_else(|| invalid_request("token is required"))?;
     let client = authenticate_client(oauth, &state, &headers, &params).await?;

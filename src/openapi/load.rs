@@ -1,13 +1,11 @@
 //! Where the index comes from (embedded, a file, or a URL that is re-fetched) and how it is swapped.
 
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
 use super::OperationIndex;
-use crate::search::Catalog;
+use crate::core::{CappedReadError, read_capped};
 
 /// Our own description of the Polytomic API, compiled into the binary.
 pub const EMBEDDED_DOCUMENT: &str = include_str!("../../openapi/polytomic.json");
@@ -87,7 +85,7 @@ pub fn index_text(text: &str, source_name: &str) -> Result<OperationIndex, LoadE
 }
 
 async fn fetch(http: &reqwest::Client, url: &url::Url) -> Result<String, String> {
-    let mut response = http
+    let response = http
         .get(url.clone())
         .timeout(Duration::from_secs(30))
         .send()
@@ -96,74 +94,11 @@ async fn fetch(http: &reqwest::Client, url: &url::Url) -> Result<String, String>
     if !response.status().is_success() {
         return Err(format!("HTTP status {}", response.status()));
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
+    let body = read_capped(response, MAX_DOCUMENT_BYTES)
         .await
-        .map_err(|e| format!("reading the body failed: {e}"))?
-    {
-        if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-            return Err(format!("document larger than {MAX_DOCUMENT_BYTES} bytes"));
-        }
-        body.extend_from_slice(&chunk);
-    }
+        .map_err(|e| match e {
+            CappedReadError::TooLarge { cap } => format!("document larger than {cap} bytes"),
+            CappedReadError::Read(e) => format!("reading the body failed: {e}"),
+        })?;
     String::from_utf8(body).map_err(|_| "the body is not UTF-8".into())
-}
-
-/// The current index; readers clone the `Arc` and keep a consistent snapshot for the whole request while a
-/// refresh swaps in a new one.
-#[derive(Debug, Clone)]
-pub struct IndexHandle(Arc<RwLock<Arc<Catalog>>>);
-
-impl IndexHandle {
-    pub fn new(index: OperationIndex) -> Self {
-        Self(Arc::new(RwLock::new(Arc::new(Catalog::build(index)))))
-    }
-
-    pub fn current(&self) -> Arc<Catalog> {
-        match self.0.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    pub fn replace(&self, index: OperationIndex) {
-        let fresh = Arc::new(Catalog::build(index));
-        match self.0.write() {
-            Ok(mut guard) => *guard = fresh,
-            Err(poisoned) => *poisoned.into_inner() = fresh,
-        }
-    }
-}
-
-/// Re-fetches a URL source periodically; a bad refresh is logged and the previous index stays in service.
-pub fn spawn_refresh(
-    handle: IndexHandle,
-    source: IndexSource,
-    every: Duration,
-    http: reqwest::Client,
-    shutdown: CancellationToken,
-) {
-    if !matches!(source, IndexSource::Url(_)) {
-        return;
-    }
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(every);
-        ticker.tick().await; // the first tick fires at once; the document was just loaded
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = ticker.tick() => {}
-            }
-            match load_index(&source, &http).await {
-                Ok(index) => {
-                    tracing::info!(operations = index.operations.len(), source = %source.describe(), "OpenAPI index refreshed");
-                    handle.replace(index);
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "OpenAPI refresh failed; keeping the previous index")
-                }
-            }
-        }
-    });
 }

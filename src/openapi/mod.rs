@@ -9,7 +9,5 @@ pub use index::{
     BodyField, KeyType, Operation, OperationIndex, Pagination, Param, ParamLocation, PathMatch,
     Segment, TagInfo, humanize_tag as humanize_tag_public,
 };
-pub use load::{
-    EMBEDDED_DOCUMENT, IndexHandle, IndexSource, LoadError, index_text, load_index, spawn_refresh,
-};
+pub use load::{EMBEDDED_DOCUMENT, IndexSource, LoadError, index_text, load_index};
 pub use schema::describe_type;

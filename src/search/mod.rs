@@ -2,6 +2,7 @@
 //! and structural rules for the near-twin confusions a bag of words cannot settle. Pure and synchronous, so it
 //! is easy to test and to benchmark.
 
+mod handle;
 mod rules;
 mod text;
 
@@ -9,6 +10,7 @@ use std::collections::HashMap;
 
 use crate::openapi::{KeyType, Operation, OperationIndex};
 
+pub use handle::{IndexHandle, spawn_refresh};
 pub use text::{raw_words, stem, tokens};
 
 /// Field weights: what the operation *is* (path, summary, intent phrases) counts far more than what its

@@ -12,7 +12,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 pub use plan::{PlanError, PlannedRequest, plan};
 pub use shape::{ShapeOptions, Shaped, shape_body};
 
-use crate::config::Config;
+use crate::config::UpstreamSettings;
+use crate::core::{CappedReadError, read_capped};
 use crate::secret::Secret;
 
 /// Retries after the first attempt for retryable statuses and connection failures.
@@ -60,13 +61,13 @@ pub struct UpstreamResponse {
 }
 
 impl Upstream {
-    pub fn new(config: &Config) -> Result<Self, UpstreamError> {
+    /// `max_idle` is the idle connections kept per host: as many as requests may be in flight (with fewer, a
+    /// burst closes the extras after use and the next burst pays for new connections again).
+    pub fn new(config: &UpstreamSettings, max_idle: usize) -> Result<Self, UpstreamError> {
         let client = reqwest::Client::builder()
-            .connect_timeout(config.upstream_connect_timeout())
+            .connect_timeout(config.connect_timeout())
             .pool_idle_timeout(Duration::from_secs(90))
-            // As many idle connections as requests may be in flight: with fewer, a burst closes the extras
-            // after use and the next burst pays for new connections (and TLS handshakes) again.
-            .pool_max_idle_per_host(config.max_concurrent_requests as usize)
+            .pool_max_idle_per_host(max_idle)
             .tcp_nodelay(true)
             // A redirect could carry the caller's key to another host; Polytomic's API does not redirect.
             .redirect(reqwest::redirect::Policy::none())
@@ -77,7 +78,7 @@ impl Upstream {
             client,
             base_url: config.base_url.clone(),
             api_version: config.api_version.clone(),
-            total_timeout: config.upstream_timeout(),
+            total_timeout: config.timeout(),
             max_response_bytes: usize::try_from(config.max_upstream_response_bytes)
                 .unwrap_or(usize::MAX),
         })
@@ -161,29 +162,18 @@ impl Upstream {
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(body.clone());
         }
-        let mut response = builder
+        let response = builder
             .send()
             .await
             .map_err(|e| AttemptError::Connect(describe_reqwest(&e)))?;
         let status = response.status();
         let headers = response.headers().clone();
-        if response
-            .content_length()
-            .is_some_and(|len| len > self.max_response_bytes as u64)
-        {
-            return Err(AttemptError::TooLarge);
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
+        let body = read_capped(response, self.max_response_bytes)
             .await
-            .map_err(|e| AttemptError::Connect(describe_reqwest(&e)))?
-        {
-            if body.len() + chunk.len() > self.max_response_bytes {
-                return Err(AttemptError::TooLarge);
-            }
-            body.extend_from_slice(&chunk);
-        }
+            .map_err(|e| match e {
+                CappedReadError::TooLarge { .. } => AttemptError::TooLarge,
+                CappedReadError::Read(e) => AttemptError::Connect(describe_reqwest(&e)),
+            })?;
         Ok((status, headers, Bytes::from(body)))
     }
 }

@@ -10,7 +10,7 @@ use percent_encoding::percent_decode_str;
 use serde_json::{Map, Value};
 use url::Url;
 
-use crate::auth::{AccessMode, AuthMode};
+use crate::core::{AccessMode, AuthMode};
 use crate::openapi::{KeyType, Operation, OperationIndex, Param, Segment};
 
 /// Schema violations listed in one refusal; the agent fixes these and learns of any others on the next try.

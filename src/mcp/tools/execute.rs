@@ -2,13 +2,12 @@
 
 use std::fmt::Write as _;
 
-use rmcp::model::CallToolResult;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::parse_args;
-use crate::auth::AuthMode;
-use crate::mcp::{CallContext, tool_error, tool_success};
+use crate::core::AuthMode;
+use crate::mcp::{CallContext, ToolOutcome, tool_error, tool_success};
 use crate::openapi::KeyType;
 use crate::telemetry::UpstreamLabels;
 use crate::upstream::plan::{Call, CallerModes};
@@ -112,7 +111,7 @@ fn check_fields(fields: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> CallToolResult {
+pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> ToolOutcome {
     let args: Args = match parse_args(NAME, arguments) {
         Ok(args) => args,
         Err(message) => {
@@ -154,7 +153,8 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> CallToolResult {
             return tool_error(
                 error.to_string(),
                 Some(json!({"error": error.to_string(), "refused": kind, "context": context})),
-            );
+            )
+            .error_key(Some(kind));
         }
     };
     if args.dry_run {
@@ -226,7 +226,7 @@ fn session_context(ctx: &CallContext<'_>) -> Value {
     context
 }
 
-fn dry_run(planned: &PlannedRequest, context: &Value, api_version: &str) -> CallToolResult {
+fn dry_run(planned: &PlannedRequest, context: &Value, api_version: &str) -> ToolOutcome {
     let mut headers = json!({
         "Authorization": "Bearer ****",
         "X-Polytomic-Version": api_version,
@@ -258,6 +258,8 @@ fn dry_run(planned: &PlannedRequest, context: &Value, api_version: &str) -> Call
         json!({"status": 0, "dry_run": true, "operation": planned.operation_key, "request": request, "body": Value::Null, "context": context}),
         text,
     )
+    .about(&planned.operation_key)
+    .upstream_status(0)
 }
 
 fn respond(
@@ -266,13 +268,13 @@ fn respond(
     response: UpstreamResponse,
     context: Value,
     fields: &[String],
-) -> CallToolResult {
+) -> ToolOutcome {
     let catalog = ctx.state.catalog.current();
     let pagination = catalog
         .index
         .get(&planned.operation_key)
         .and_then(|op| op.pagination.clone());
-    let max_chars = usize::try_from(ctx.state.config.result_max_chars).unwrap_or(30_000);
+    let max_chars = ctx.state.config.upstream.result_max_chars();
     let shaped = shape_body(
         &response.body,
         pagination.as_ref(),
@@ -330,14 +332,23 @@ fn respond(
         if let Some(truncated) = &shaped.truncated {
             let _ = write!(text, "\ntruncated: {truncated}");
         }
-        return tool_success(structured, text);
+        return tool_success(structured, text)
+            .about(&planned.operation_key)
+            .upstream_status(status);
     }
     let message = error_message(ctx, planned, status, &structured["body"]);
+    let error_key = structured["body"]
+        .get("key")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     structured["error"] = json!(message);
     tool_error(
         format!("{message}\nresponse body: {body_text}"),
         Some(structured),
     )
+    .about(&planned.operation_key)
+    .upstream_status(status)
+    .error_key(error_key.as_deref())
 }
 
 /// Keeps Polytomic's own message and adds the next step for the agent.
@@ -357,7 +368,7 @@ fn error_message(
         planned.key_type == KeyType::Partner && ctx.principal.auth_mode == AuthMode::User;
     let next = match status {
         400 => "Check the parameters and body against `search` with this operation; fix the named field and retry.".to_owned(),
-        401 if matches!(ctx.principal.credential, crate::auth::Credential::OAuth { .. }) => "Polytomic no longer accepts this sign-in. Ask the user to reconnect the Polytomic MCP server (sign in again).".to_owned(),
+        401 if matches!(ctx.principal.credential, crate::core::Credential::OAuth { .. }) => "Polytomic no longer accepts this sign-in. Ask the user to reconnect the Polytomic MCP server (sign in again).".to_owned(),
         401 => "The API key is invalid, expired or lacks access. Ask the user to check the key configured for this MCP server.".to_owned(),
         403 if partner_op_in_user_mode => "This operation needs a partner API key: the user must connect with a partner key and the header X-Polytomic-Auth-Mode: partner.".to_owned(),
         403 => "The key is not allowed to do this. Ask the user for a key (or role) with access.".to_owned(),

@@ -1,11 +1,11 @@
 //! `submit_mcp_feedback`: the agent tells the operators where it got stuck; stored before we answer.
 
-use rmcp::model::CallToolResult;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::parse_args;
-use crate::mcp::{CallContext, tool_error, tool_success};
+use crate::feedback::{CATEGORIES, SEVERITIES};
+use crate::mcp::{CallContext, ToolOutcome, tool_error, tool_success};
 use crate::store::FeedbackRecord;
 use crate::telemetry::CategoryLabels;
 
@@ -14,8 +14,6 @@ pub const DESCRIPTION: &str = "Report friction with this MCP server or the Polyt
 a bug, a missing capability, a confusing result or doc. Stored durably; returns the record id. Say what you \
 expected and what happened.";
 
-pub const CATEGORIES: [&str; 5] = ["bug", "missing_capability", "friction", "docs", "other"];
-pub const SEVERITIES: [&str; 4] = ["low", "medium", "high", "critical"];
 const MAX_SUMMARY: usize = 500;
 const MAX_DETAILS: usize = 16 * 1024;
 const MAX_SHORT: usize = 2_000;
@@ -119,7 +117,7 @@ fn check(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> CallToolResult {
+pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> ToolOutcome {
     let args: Args = match parse_args(NAME, arguments) {
         Ok(args) => args,
         Err(message) => {
@@ -140,7 +138,7 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> CallToolResult {
     }
     let now = chrono::Utc::now();
     let principal = ctx.principal;
-    let limit = i64::from(ctx.state.config.feedback_per_hour);
+    let limit = i64::from(ctx.state.config.feedback.feedback_per_hour);
     match ctx
         .state
         .store
@@ -166,7 +164,7 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> CallToolResult {
     }
     let recent = ctx
         .state
-        .recent_calls
+        .recent_calls()
         .recent(&principal.fingerprint, now.timestamp_millis());
     let recent_calls = if recent.is_empty() {
         None
@@ -191,12 +189,12 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> CallToolResult {
             .or_else(|| principal.organization_id.clone()),
         auth_mode: principal.auth_mode.as_str().to_owned(),
         access_mode: principal.access_mode.as_str().to_owned(),
-        client_name: ctx.client.as_ref().map(|c| c.0.clone()),
-        client_version: ctx.client.as_ref().map(|c| c.1.clone()),
+        client_name: ctx.client.as_ref().map(|c| c.name.clone()),
+        client_version: ctx.client.as_ref().map(|c| c.version.clone()),
         request_id: ctx.request_id.clone(),
         recent_calls,
     };
-    let deliver = ctx.state.webhook.is_some();
+    let deliver = ctx.state.delivers_feedback();
     if let Err(error) = ctx
         .state
         .store

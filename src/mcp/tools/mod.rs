@@ -6,15 +6,56 @@ pub mod search;
 
 use std::sync::Arc;
 
-use rmcp::model::{JsonObject, Tool, ToolAnnotations};
+use rmcp::model::{CallToolResult, JsonObject, Tool, ToolAnnotations};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub const TOOL_NAMES: [&str; 3] = [search::NAME, execute::NAME, feedback::NAME];
 
+/// What a tool hands back to dispatch: the result for the agent, and the facts metrics and the recent-calls
+/// summary need, so nobody has to dig them out of the result's JSON.
+#[derive(Debug)]
+pub(crate) struct ToolOutcome {
+    pub result: CallToolResult,
+    /// The `METHOD /path` the call was about.
+    pub operation: Option<String>,
+    /// Polytomic's HTTP status, when a request was sent (0 for a dry run).
+    pub upstream_status: Option<u16>,
+    /// Why the call failed, as a stable key: the refusal kind or Polytomic's error key.
+    pub error_key: Option<String>,
+}
+
+impl From<CallToolResult> for ToolOutcome {
+    fn from(result: CallToolResult) -> Self {
+        Self {
+            result,
+            operation: None,
+            upstream_status: None,
+            error_key: None,
+        }
+    }
+}
+
+impl ToolOutcome {
+    pub(crate) fn about(mut self, operation: &str) -> Self {
+        self.operation = Some(operation.to_owned());
+        self
+    }
+
+    pub(crate) fn upstream_status(mut self, status: u16) -> Self {
+        self.upstream_status = Some(status);
+        self
+    }
+
+    pub(crate) fn error_key(mut self, key: Option<&str>) -> Self {
+        self.error_key = key.map(str::to_owned);
+        self
+    }
+}
+
 /// The tool definitions for both kinds of session, built once at start-up (their schemas are constant).
 #[derive(Debug, Clone)]
-pub struct ToolSet {
+pub(crate) struct ToolSet {
     full_access: Vec<Tool>,
     read_only: Vec<Tool>,
 }

@@ -2,13 +2,12 @@
 
 use std::fmt::Write as _;
 
-use rmcp::model::CallToolResult;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::parse_args;
-use crate::auth::AuthMode;
-use crate::mcp::{CallContext, tool_error, tool_success};
+use crate::core::AuthMode;
+use crate::mcp::{CallContext, ToolOutcome, tool_error, tool_success};
 use crate::openapi::{KeyType, Operation, Param, ParamLocation};
 use crate::search::{Catalog, Filters, Hit};
 
@@ -65,7 +64,7 @@ struct Args {
     limit: Option<i64>,
 }
 
-pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> CallToolResult {
+pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> ToolOutcome {
     let args: Args = match parse_args(NAME, arguments) {
         Ok(args) => args,
         Err(message) => {
@@ -296,7 +295,7 @@ fn pagination_text(p: &crate::openapi::Pagination) -> String {
 }
 
 /// The API's resource groups, for an empty or unmatched query.
-fn overview(catalog: &Catalog, unmatched: Option<&str>) -> CallToolResult {
+fn overview(catalog: &Catalog, unmatched: Option<&str>) -> ToolOutcome {
     let groups: Vec<Value> = catalog
         .index
         .tags
@@ -324,7 +323,7 @@ fn overview(catalog: &Catalog, unmatched: Option<&str>) -> CallToolResult {
 }
 
 /// The full recipe for one operation.
-fn detail(catalog: &Catalog, key: &str, auth_mode: AuthMode) -> CallToolResult {
+fn detail(catalog: &Catalog, key: &str, auth_mode: AuthMode) -> ToolOutcome {
     let Some(op) = catalog.index.get(key) else {
         let close: Vec<String> = catalog
             .search(key, &Filters::default(), 3)

@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use common::{ORG_ID, TestApp, call, initialize_body, text_of};
 use serde_json::{Value, json};

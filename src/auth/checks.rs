@@ -1,10 +1,10 @@
-//! Authentication in front of `/mcp`: runs before method routing (see `http::front`), so every request (GET,
-//! POST, DELETE, anything) is authenticated first and a client's discovery never meets a 405 before a 401.
+//! The checks in front of `/mcp` that need no feature: the bearer token's shape, the session headers, an
+//! API key's principal, and Host/Origin. They run before method routing (see `http::front`), so every request
+//! is checked first and a client's discovery never meets a 405 before a 401.
 
-use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Uri, header};
 
-use super::{Credential, Principal, parse_modes};
+use crate::core::{Credential, Modes, Principal, parse_modes};
 use crate::error::ApiError;
 use crate::secret::Secret;
 use crate::state::AppState;
@@ -12,99 +12,74 @@ use crate::state::AppState;
 /// Longest bearer token accepted; real keys and our tokens are far shorter.
 const MAX_TOKEN_LEN: usize = 4096;
 
-/// The caller behind the request's bearer token and `X-Polytomic-*` headers, or the 401/400 to answer.
-pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, Response> {
-    let token = match bearer_token(headers) {
-        Ok(token) => token,
-        Err((reason, message)) => {
-            state.metrics.auth_failure(reason);
-            return Err(ApiError::Unauthorized {
-                message,
-                // With OAuth on, the challenge points clients at the protected resource metadata (RFC 9728).
-                realm_hint: state
-                    .oauth
-                    .as_ref()
-                    .map(|oauth| crate::oauth::resource::challenge(oauth, None)),
-            }
-            .into_response());
-        }
-    };
-    let modes = match parse_modes(headers, state.config.max_access_mode) {
-        Ok(modes) => modes,
-        Err(error) => {
-            state.metrics.auth_failure("bad_header");
-            return Err(ApiError::BadHeader(error).into_response());
-        }
-    };
-    if token
-        .expose()
-        .starts_with(crate::oauth::ACCESS_TOKEN_PREFIX)
-    {
-        // One of our own tokens: checked here and never passed upstream.
-        let Some(oauth) = state.oauth.as_ref() else {
-            state.metrics.auth_failure("invalid_token");
-            return Err(ApiError::Unauthorized {
-                message: "OAuth is not enabled on this server; send a Polytomic API key".into(),
-                realm_hint: None,
-            }
-            .into_response());
-        };
-        return crate::oauth::resource::authenticate(state, oauth, &token, modes)
-            .await
-            .map_err(IntoResponse::into_response);
-    }
+/// Why a request carries no usable bearer token: a metric label and the message for the caller.
+#[derive(Debug)]
+pub(crate) struct TokenError {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The effective modes from the `X-Polytomic-*` headers under the server's cap; a bad header is a 400.
+pub(crate) fn request_modes(state: &AppState, headers: &HeaderMap) -> Result<Modes, ApiError> {
+    parse_modes(headers, state.config.limits.max_access_mode).map_err(|error| {
+        state.metrics.auth_failure("bad_header");
+        ApiError::BadHeader(error)
+    })
+}
+
+/// The principal for a bearer token that is not one this server issued: a Polytomic API key, passed on
+/// upstream unchanged on each `execute` call.
+pub(crate) fn api_key_principal(token: Secret, modes: Modes) -> Principal {
     let fingerprint = token.fingerprint();
-    Ok(Principal {
+    Principal {
         credential: Credential::ApiKey(token),
         auth_mode: modes.auth_mode,
         access_mode: modes.access_mode,
         partner_org_id: modes.partner_org_id,
         organization_id: None,
         fingerprint,
-    })
+    }
 }
 
 /// Extracts the token from `Authorization: Bearer <token>`; tokens anywhere else are ignored on purpose.
-fn bearer_token(headers: &HeaderMap) -> Result<Secret, (&'static str, String)> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<Secret, TokenError> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
-        return Err((
-            "missing_token",
-            "missing Authorization header: send `Authorization: Bearer <your Polytomic API key>`"
+        return Err(TokenError {
+            reason: "missing_token",
+            message: "missing Authorization header: send `Authorization: Bearer <your Polytomic API key>`"
                 .into(),
-        ));
+        });
     };
     if values.next().is_some() {
-        return Err((
-            "malformed_token",
-            "send exactly one Authorization header".into(),
-        ));
+        return Err(TokenError {
+            reason: "malformed_token",
+            message: "send exactly one Authorization header".into(),
+        });
     }
-    let value = value.to_str().map_err(|_| {
-        (
-            "malformed_token",
-            "the Authorization header must be plain ASCII".to_owned(),
-        )
+    let value = value.to_str().map_err(|_| TokenError {
+        reason: "malformed_token",
+        message: "the Authorization header must be plain ASCII".to_owned(),
     })?;
     let (scheme, token) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err((
-            "malformed_token",
-            "the Authorization header must use the Bearer scheme: `Authorization: Bearer <your Polytomic API key>`".into(),
-        ));
+        return Err(TokenError {
+            reason: "malformed_token",
+            message: "the Authorization header must use the Bearer scheme: `Authorization: Bearer <your Polytomic API key>`".into(),
+        });
     }
     let token = token.trim();
     if token.is_empty() {
-        return Err((
-            "missing_token",
-            "the bearer token is empty: put your Polytomic API key after `Bearer `".into(),
-        ));
+        return Err(TokenError {
+            reason: "missing_token",
+            message: "the bearer token is empty: put your Polytomic API key after `Bearer `".into(),
+        });
     }
     if token.len() > MAX_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err((
-            "malformed_token",
-            "the bearer token must be one word of printable ASCII: send the raw key after `Bearer `, once".into(),
-        ));
+        return Err(TokenError {
+            reason: "malformed_token",
+            message: "the bearer token must be one word of printable ASCII: send the raw key after `Bearer `, once".into(),
+        });
     }
     Ok(Secret::new(token))
 }
@@ -112,7 +87,11 @@ fn bearer_token(headers: &HeaderMap) -> Result<Secret, (&'static str, String)> {
 /// The refusal for a request whose `Host` is not this server's, or a browser request from an origin not
 /// allowed; `None` lets it through.
 /// DNS-rebinding protection for `/mcp`: a page on another site must not be able to drive a local server.
-pub fn check_host_and_origin(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Option<Response> {
+pub(crate) fn check_host_and_origin(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<(), ApiError> {
     let host = match headers.get(header::HOST) {
         Some(value) => value.to_str().ok().map(std::borrow::Cow::Borrowed),
         None => uri
@@ -120,18 +99,17 @@ pub fn check_host_and_origin(state: &AppState, headers: &HeaderMap, uri: &Uri) -
             .map(|a| std::borrow::Cow::Owned(a.to_string())),
     };
     let Some(host) = host else {
-        return Some(
-            ApiError::Forbidden("the request has no readable Host header".into()).into_response(),
-        );
+        return Err(ApiError::Forbidden(
+            "the request has no readable Host header".into(),
+        ));
     };
     if !host_allowed(&state.allowed_hosts, &host) {
         state.metrics.auth_failure("bad_host");
-        return Some(ApiError::Forbidden(format!(
+        return Err(ApiError::Forbidden(format!(
             "Host {:?} is not served here; this server answers for {} (set POLYTOMIC_MCP_PUBLIC_URL to the URL clients use)",
             host.chars().take(100).collect::<String>(),
             state.public_url.as_str().trim_end_matches('/')
-        ))
-        .into_response());
+        )));
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or_default().trim();
@@ -141,15 +119,18 @@ pub fn check_host_and_origin(state: &AppState, headers: &HeaderMap, uri: &Uri) -
             .any(|allowed| allowed.eq_ignore_ascii_case(origin))
         {
             state.metrics.auth_failure("bad_origin");
-            return Some(ApiError::Forbidden(format!(
+            return Err(ApiError::Forbidden(format!(
                 "Origin {:?} is not allowed to call this server; allowed: {} (operators add browser origins with POLYTOMIC_MCP_ALLOWED_ORIGINS)",
-                origin.to_ascii_lowercase().chars().take(100).collect::<String>(),
+                origin
+                    .to_ascii_lowercase()
+                    .chars()
+                    .take(100)
+                    .collect::<String>(),
                 state.allowed_origins.join(", ")
-            ))
-            .into_response());
+            )));
         }
     }
-    None
+    Ok(())
 }
 
 fn host_allowed(allowed: &[String], host: &str) -> bool {
@@ -159,7 +140,7 @@ fn host_allowed(allowed: &[String], host: &str) -> bool {
 
 /// The `Host` values that address this server: the public URL's authority (with and without its default
 /// port) and, when the public URL is loopback, the other loopback spellings.
-pub fn allowed_hosts(public_url: &url::Url) -> Vec<String> {
+pub(crate) fn allowed_hosts(public_url: &url::Url) -> Vec<String> {
     let mut hosts = Vec::new();
     let Some(host) = public_url.host_str() else {
         return hosts;
@@ -186,7 +167,7 @@ pub fn allowed_hosts(public_url: &url::Url) -> Vec<String> {
 }
 
 /// Browser origins allowed: the public origin (plus loopback spellings) and the configured extras.
-pub fn allowed_origins(public_url: &url::Url, extra: &[url::Url]) -> Vec<String> {
+pub(crate) fn allowed_origins(public_url: &url::Url, extra: &[url::Url]) -> Vec<String> {
     let mut origins: Vec<String> = allowed_hosts(public_url)
         .into_iter()
         .map(|host| format!("{}://{host}", public_url.scheme()))
@@ -230,12 +211,18 @@ mod tests {
     #[test]
     fn bearer_parsing() {
         let mut headers = HeaderMap::new();
-        assert_eq!(bearer_token(&headers).unwrap_err().0, "missing_token");
+        assert_eq!(bearer_token(&headers).unwrap_err().reason, "missing_token");
         headers.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
-        assert_eq!(bearer_token(&headers).unwrap_err().0, "malformed_token");
+        assert_eq!(
+            bearer_token(&headers).unwrap_err().reason,
+            "malformed_token"
+        );
         headers.insert(header::AUTHORIZATION, "bearer  key-123 ".parse().unwrap());
         assert_eq!(bearer_token(&headers).unwrap().expose(), "key-123");
         headers.insert(header::AUTHORIZATION, "Bearer a b".parse().unwrap());
-        assert_eq!(bearer_token(&headers).unwrap_err().0, "malformed_token");
+        assert_eq!(
+            bearer_token(&headers).unwrap_err().reason,
+            "malformed_token"
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! Logs (tracing: pretty locally, JSON in production) and Prometheus metrics.
 
+mod log_format;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -29,8 +31,8 @@ pub fn init_tracing(format: LogFormat) {
     // `try_init` fails only when a subscriber is already set (tests); keeping the first one is right.
     let _ = match format {
         LogFormat::Json => builder
-            .fmt_fields(crate::log_format::JsonFragment)
-            .event_format(crate::log_format::JsonLine)
+            .fmt_fields(log_format::JsonFragment)
+            .event_format(log_format::JsonLine)
             .try_init(),
         LogFormat::Text => builder.try_init(),
     };

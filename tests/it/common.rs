@@ -1,6 +1,6 @@
 //! Test harness: the real server on 127.0.0.1:0 against a mock Polytomic API that records what it receives.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use polytomic_mcp::auth::{AccessMode, AuthMode};
+use polytomic_mcp::core::{AccessMode, AuthMode};
 use polytomic_mcp::openapi::{EMBEDDED_DOCUMENT, OperationIndex, index_text};
 use polytomic_mcp::upstream::plan::{Call, CallerModes, decode_path, plan};
 use proptest::prelude::*;

@@ -1,0 +1,26 @@
+//! The shared vocabulary every layer speaks: who is calling ([`Principal`], [`Credential`]), the session's
+//! modes, which client it is, and the clock. Nothing here does I/O or knows about features; every other
+//! module may depend on it and it depends on none of them.
+
+mod client;
+mod io;
+mod modes;
+mod principal;
+
+pub(crate) use client::ClientInfo;
+pub(crate) use io::{CappedReadError, FirstRound, read_capped, spawn_periodic};
+pub use modes::{
+    ACCESS_MODE_HEADER, AUTH_MODE_HEADER, AccessMode, AuthMode, HeaderError, Modes,
+    PARTNER_ORG_HEADER, parse_modes,
+};
+pub(crate) use principal::{Credential, Principal};
+
+/// The request id header: kept from the caller when sane, generated otherwise, echoed on every response
+/// and passed to tools for their log lines and feedback records.
+pub(crate) const REQUEST_ID_HEADER: http::HeaderName =
+    http::HeaderName::from_static("x-request-id");
+
+/// Wall-clock milliseconds since the Unix epoch: the one unit every stored time and window uses.
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
