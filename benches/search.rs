@@ -1,5 +1,5 @@
 //! Search latency on the embedded index: one benchmark per query family, plus the whole development set.
-//! `cargo bench --bench search` reports the mean per query; the p50/p99 figures in the README come from
+//! `cargo bench --bench search` reports the mean per query; the p50/p99 figures in docs/search-quality.md come from
 //! `search_latency_percentiles`, which times each development query individually.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -19,7 +19,7 @@ use super::clients::{self, Client, ClientError, ClientKind};
 use super::keys::{hash, same};
 use super::{CODE_PREFIX, CODE_TTL_MS, OAuth, OAuthError, PENDING_TTL_MS, REFRESH_TTL_MS, now_ms};
 use crate::core::AccessMode;
-use crate::store::oauth::{CodeRow, PendingRow, SessionRow};
+use crate::store::oauth::{CodeRow, PendingRow, PendingStatus, SessionRow};
 
 const COOKIE_PREFIX: &str = "pmcp_consent_";
 const MAX_STATE_LEN: usize = 2048;
@@ -33,110 +33,28 @@ pub async fn authorize(
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
     let oauth = &*state.oauth;
-    let mut params: HashMap<String, String> = HashMap::new();
-    for (name, value) in pairs {
-        if params.contains_key(&name) {
-            return error_page(
-                StatusCode::BAD_REQUEST,
-                "The sign-in request is malformed",
-                &format!(
-                    "The parameter {name:?} appears more than once. Start the connection again from your app."
-                ),
-            );
-        }
-        params.insert(name, value);
-    }
-    let param = |name: &str| {
-        params
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
+    let params = match unique_params(pairs) {
+        Ok(params) => params,
+        Err(page) => return page,
     };
-
+    let param = |name: &str| param(&params, name);
     // Until client and redirect URI are known to be good, errors are shown here, never redirected.
-    let Some(client_id) = param("client_id") else {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "The sign-in request is incomplete",
-            "The request has no client_id. Start the connection again from your app.",
-        );
+    let (client, redirect_uri) = match trusted_client(&state, &params).await {
+        Ok(found) => found,
+        Err(page) => return page,
     };
-    let client = match clients::resolve(oauth, &state.store, client_id).await {
-        Ok(client) => client,
-        Err(ClientError::Server(error)) => return server_error_page(error),
-        Err(error) => {
-            return error_page(
-                StatusCode::BAD_REQUEST,
-                "This app is not recognised",
-                &format!("{error}. Remove the connection in your app and add it again."),
+    let client_state = param("state");
+    let (challenge, resource) = match check_request(oauth, &params) {
+        Ok(checked) => checked,
+        Err((error, description)) => {
+            return redirect_to_client(
+                oauth,
+                redirect_uri,
+                client_state,
+                &[("error", error), ("error_description", &description)],
             );
         }
     };
-    let Some(redirect_uri) = param("redirect_uri") else {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "The sign-in request is incomplete",
-            "The request has no redirect_uri. Start the connection again from your app.",
-        );
-    };
-    if !client.allows_redirect(redirect_uri) {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "The app's return address is not registered",
-            "The redirect_uri of this request is not one the app registered, so the server will not send you there. \
-             Remove the connection in your app and add it again.",
-        );
-    }
-    let client_state = param("state");
-    let redirect_error = |error: &str, description: &str| {
-        redirect_to_client(
-            oauth,
-            redirect_uri,
-            client_state,
-            &[("error", error), ("error_description", description)],
-        )
-    };
-    if client_state.is_some_and(|s| s.len() > MAX_STATE_LEN) {
-        return redirect_error("invalid_request", "state is too long");
-    }
-    if param("response_type") != Some("code") {
-        return redirect_error(
-            "unsupported_response_type",
-            "only response_type=code is supported",
-        );
-    }
-    let Some(challenge) = param("code_challenge") else {
-        return redirect_error(
-            "invalid_request",
-            "PKCE is required: send code_challenge with code_challenge_method=S256",
-        );
-    };
-    if param("code_challenge_method") != Some("S256") {
-        return redirect_error("invalid_request", "code_challenge_method must be S256");
-    }
-    if !CHALLENGE_LEN.contains(&challenge.len())
-        || !challenge
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return redirect_error(
-            "invalid_request",
-            "code_challenge is not a base64url S256 challenge",
-        );
-    }
-    let resource = param("resource");
-    if resource.is_some_and(|r| r != oauth.resource) {
-        return redirect_error(
-            "invalid_target",
-            &format!("resource must be {}", oauth.resource),
-        );
-    }
-    if param("prompt") == Some("none") {
-        return redirect_error(
-            "consent_required",
-            "this server always asks the person to approve",
-        );
-    }
 
     let now = now_ms();
     let (id, browser_token) = match (oauth.keys.token(""), oauth.keys.token("")) {
@@ -152,7 +70,7 @@ pub async fn authorize(
         scope: oauth.scope_string(),
         resource: resource.map(str::to_owned),
         browser_hash: hash(&browser_token),
-        status: "consent".into(),
+        status: PendingStatus::Consent,
         upstream_verifier: None,
         created_at_ms: now,
         expires_at_ms: now + PENDING_TTL_MS,
@@ -177,6 +95,122 @@ pub async fn authorize(
         &cookie(oauth, &id, &browser_token, PENDING_TTL_MS / 1000),
     );
     response
+}
+
+/// The query parameters, each at most once (a repeated one is an error page).
+fn unique_params(pairs: Vec<(String, String)>) -> Result<HashMap<String, String>, Response> {
+    let mut params: HashMap<String, String> = HashMap::new();
+    for (name, value) in pairs {
+        if params.contains_key(&name) {
+            return Err(error_page(
+                StatusCode::BAD_REQUEST,
+                "The sign-in request is malformed",
+                &format!(
+                    "The parameter {name:?} appears more than once. Start the connection again from your app."
+                ),
+            ));
+        }
+        params.insert(name, value);
+    }
+    Ok(params)
+}
+
+/// A parameter's value; an empty value counts as absent.
+fn param<'a>(params: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    params
+        .get(name)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+}
+
+/// The client and the redirect URI it registered; anything wrong with either is an error page, because a
+/// redirect could lead the person to a place the client never named.
+async fn trusted_client<'a>(
+    state: &OAuthState,
+    params: &'a HashMap<String, String>,
+) -> Result<(Client, &'a str), Response> {
+    let Some(client_id) = param(params, "client_id") else {
+        return Err(error_page(
+            StatusCode::BAD_REQUEST,
+            "The sign-in request is incomplete",
+            "The request has no client_id. Start the connection again from your app.",
+        ));
+    };
+    let client = match clients::resolve(&state.oauth, &state.store, client_id).await {
+        Ok(client) => client,
+        Err(ClientError::Server(error)) => return Err(server_error_page(error)),
+        Err(error) => {
+            return Err(error_page(
+                StatusCode::BAD_REQUEST,
+                "This app is not recognised",
+                &format!("{error}. Remove the connection in your app and add it again."),
+            ));
+        }
+    };
+    let Some(redirect_uri) = param(params, "redirect_uri") else {
+        return Err(error_page(
+            StatusCode::BAD_REQUEST,
+            "The sign-in request is incomplete",
+            "The request has no redirect_uri. Start the connection again from your app.",
+        ));
+    };
+    if !client.allows_redirect(redirect_uri) {
+        return Err(error_page(
+            StatusCode::BAD_REQUEST,
+            "The app's return address is not registered",
+            "The redirect_uri of this request is not one the app registered, so the server will not send you there. \
+             Remove the connection in your app and add it again.",
+        ));
+    }
+    Ok((client, redirect_uri))
+}
+
+/// The PKCE challenge and the `resource`, once the rest of the request is acceptable; otherwise the OAuth
+/// error and its description for the client.
+fn check_request<'a>(
+    oauth: &OAuth,
+    params: &'a HashMap<String, String>,
+) -> Result<(&'a str, Option<&'a str>), (&'static str, String)> {
+    let param = |name: &str| param(params, name);
+    let invalid = |description: &str| ("invalid_request", description.to_owned());
+    if param("state").is_some_and(|s| s.len() > MAX_STATE_LEN) {
+        return Err(invalid("state is too long"));
+    }
+    if param("response_type") != Some("code") {
+        return Err((
+            "unsupported_response_type",
+            "only response_type=code is supported".into(),
+        ));
+    }
+    let Some(challenge) = param("code_challenge") else {
+        return Err(invalid(
+            "PKCE is required: send code_challenge with code_challenge_method=S256",
+        ));
+    };
+    if param("code_challenge_method") != Some("S256") {
+        return Err(invalid("code_challenge_method must be S256"));
+    }
+    if !CHALLENGE_LEN.contains(&challenge.len())
+        || !challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(invalid("code_challenge is not a base64url S256 challenge"));
+    }
+    let resource = param("resource");
+    if resource.is_some_and(|r| r != oauth.resource) {
+        return Err((
+            "invalid_target",
+            format!("resource must be {}", oauth.resource),
+        ));
+    }
+    if param("prompt") == Some("none") {
+        return Err((
+            "consent_required",
+            "this server always asks the person to approve".into(),
+        ));
+    }
+    Ok((challenge, resource))
 }
 
 // ------------------------------------------------------------------ POST /authorize (the consent form)

@@ -23,6 +23,7 @@ use super::{
 use crate::core::{CappedReadError, read_capped};
 use crate::error::ApiError;
 use crate::store::Store;
+pub(crate) use crate::store::oauth::ClientKind;
 use crate::store::oauth::ClientRow;
 
 const MAX_REDIRECT_URIS: usize = 10;
@@ -59,12 +60,6 @@ pub struct ClientMetadata {
     pub software_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub software_version: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientKind {
-    Registered,
-    MetadataDocument,
 }
 
 /// A client resolved for one request.
@@ -108,11 +103,7 @@ impl Client {
             .map_err(|e| OAuthError::Internal(format!("stored client metadata: {e}")))?;
         Ok(Self {
             id: row.client_id,
-            kind: if row.kind == "cimd" {
-                ClientKind::MetadataDocument
-            } else {
-                ClientKind::Registered
-            },
+            kind: row.kind,
             metadata,
             secret_hash: row.secret_hash,
         })
@@ -147,13 +138,13 @@ pub async fn resolve(oauth: &OAuth, store: &Store, client_id: &str) -> Result<Cl
     let cached = store.get_client(client_id).await?;
     if !is_url {
         return match cached {
-            Some(row) if row.kind == "dcr" => Ok(Client::from_row(row)?),
+            Some(row) if row.kind == ClientKind::Registered => Ok(Client::from_row(row)?),
             _ => Err(ClientError::Unknown),
         };
     }
     let now = now_ms();
     if let Some(row) = cached
-        && row.kind == "cimd"
+        && row.kind == ClientKind::MetadataDocument
         && row.expires_at_ms.is_some_and(|at| at > now)
     {
         return Ok(Client::from_row(row)?);
@@ -161,7 +152,7 @@ pub async fn resolve(oauth: &OAuth, store: &Store, client_id: &str) -> Result<Cl
     let (metadata, ttl_ms) = fetch_metadata_document(oauth, client_id).await?;
     let row = ClientRow {
         client_id: client_id.to_owned(),
-        kind: "cimd".into(),
+        kind: ClientKind::MetadataDocument,
         metadata: serde_json::to_string(&metadata)
             .map_err(|e| OAuthError::Internal(e.to_string()))?,
         secret_hash: None,
@@ -378,7 +369,7 @@ pub async fn register(State(state): State<OAuthState>, body: Bytes) -> Result<Re
     };
     let row = ClientRow {
         client_id: client_id.clone(),
-        kind: "dcr".into(),
+        kind: ClientKind::Registered,
         metadata: serde_json::to_string(&metadata)
             .map_err(|e| OAuthError::Internal(e.to_string()))?,
         secret_hash: secret.as_deref().map(hash),
@@ -454,7 +445,7 @@ async fn registered_client(
         .map_err(OAuthError::from)?;
     match row {
         Some(row)
-            if row.kind == "dcr"
+            if row.kind == ClientKind::Registered
                 && row
                     .registration_token_hash
                     .as_deref()

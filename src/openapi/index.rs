@@ -384,143 +384,22 @@ fn build_operation(
     shared_params: &[Value],
     schemes: &BTreeMap<String, KeyType>,
 ) -> Result<Operation, String> {
-    // Operation-level parameters override path-level ones with the same name and location.
-    let mut raw_params: Vec<Value> = Vec::new();
-    for p in shared_params.iter().chain(
-        op.get("parameters")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten(),
-    ) {
-        let p = schema::resolve(doc, p)?;
-        let id = (p.get("name").cloned(), p.get("in").cloned());
-        raw_params.retain(|q| (q.get("name").cloned(), q.get("in").cloned()) != id);
-        raw_params.push(p);
-    }
+    let raw_params = merged_params(doc, shared_params, op)?;
     let key_type = key_type_of(op, &raw_params, schemes);
-    let mut params = Vec::new();
-    for p in &raw_params {
-        let name = p
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or("a parameter has no name")?;
-        let location = match p.get("in").and_then(Value::as_str) {
-            Some("path") => ParamLocation::Path,
-            Some("query") => ParamLocation::Query,
-            Some("header") => {
-                // The server sends these itself; listing them would invite the agent to pass secrets.
-                if name.eq_ignore_ascii_case("authorization")
-                    || name.eq_ignore_ascii_case("x-polytomic-version")
-                {
-                    continue;
-                }
-                ParamLocation::Header
-            }
-            _ => continue, // cookies are not used by this API
-        };
-        let schema = p
-            .get("schema")
-            .cloned()
-            .unwrap_or(Value::Object(Default::default()));
-        params.push(Param {
-            name: name.to_owned(),
-            location,
-            required: location == ParamLocation::Path
-                || p.get("required").and_then(Value::as_bool).unwrap_or(false),
-            ty: describe_type(&schema),
-            enum_values: enum_values(&schema),
-            description: p
-                .get("description")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            schema,
-        });
-    }
     let segments = split_template(path);
-    for seg in &segments {
-        if let Segment::Param(name) = seg
-            && !params
-                .iter()
-                .any(|p| p.location == ParamLocation::Path && &p.name == name)
-        {
-            // Templates without a declared parameter still need one for matching and validation.
-            params.push(Param {
-                name: name.clone(),
-                location: ParamLocation::Path,
-                required: true,
-                ty: "string".into(),
-                enum_values: Vec::new(),
-                description: None,
-                schema: serde_json::json!({"type": "string"}),
-            });
-        }
-    }
-
-    let (body_required, body_schema) = match op.get("requestBody") {
-        Some(body) => {
-            let body = schema::resolve(doc, body)?;
-            let schema = body
-                .get("content")
-                .and_then(Value::as_object)
-                .and_then(|content| {
-                    content
-                        .get("application/json")
-                        .or_else(|| content.values().next())
-                })
-                .and_then(|media| media.get("schema"))
-                .cloned();
-            (
-                body.get("required")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false),
-                schema,
-            )
-        }
-        None => (false, None),
-    };
+    let params = build_params(&raw_params, &segments)?;
+    let (body_required, body_schema) = request_body(doc, op)?;
     let mut body_fields = Vec::new();
     let mut omitted = 0;
     if let Some(schema) = &body_schema {
         flatten_fields(schema, &mut body_fields, &mut omitted);
     }
-
     let success = success_response_schema(doc, op)?;
     let response_fields = success.as_ref().map(response_shape).unwrap_or_default();
     let pagination = match op.get("x-pagination") {
-        Some(explicit) => Some(Pagination {
-            style: explicit
-                .get("style")
-                .and_then(Value::as_str)
-                .unwrap_or("cursor")
-                .to_owned(),
-            request: explicit
-                .get("request")
-                .and_then(Value::as_array)
-                .map(|names| {
-                    names
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default(),
-            next: explicit
-                .get("next")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            cursor_from: explicit
-                .get("cursor_from")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            max_limit: explicit.get("max_limit").and_then(Value::as_u64),
-            note: explicit
-                .get("note")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-        }),
+        Some(explicit) => Some(explicit_pagination(explicit)),
         None => infer_pagination(&params, success.as_ref()),
     };
-
     let text = |field: &str| {
         op.get(field)
             .and_then(Value::as_str)
@@ -563,6 +442,136 @@ fn build_operation(
             .and_then(Value::as_bool)
             .unwrap_or(false),
     })
+}
+
+/// The path-level and operation-level parameters, resolved; an operation-level one overrides a path-level
+/// one with the same name and location.
+fn merged_params(doc: &Value, shared_params: &[Value], op: &Value) -> Result<Vec<Value>, String> {
+    let mut raw_params: Vec<Value> = Vec::new();
+    for p in shared_params.iter().chain(
+        op.get("parameters")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten(),
+    ) {
+        let p = schema::resolve(doc, p)?;
+        let id = (p.get("name").cloned(), p.get("in").cloned());
+        raw_params.retain(|q| (q.get("name").cloned(), q.get("in").cloned()) != id);
+        raw_params.push(p);
+    }
+    Ok(raw_params)
+}
+
+/// The parameters an agent may pass, plus one for every template variable the document forgot to declare.
+fn build_params(raw_params: &[Value], segments: &[Segment]) -> Result<Vec<Param>, String> {
+    let mut params = Vec::new();
+    for p in raw_params {
+        let name = p
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or("a parameter has no name")?;
+        let location = match p.get("in").and_then(Value::as_str) {
+            Some("path") => ParamLocation::Path,
+            Some("query") => ParamLocation::Query,
+            Some("header") => {
+                // The server sends these itself; listing them would invite the agent to pass secrets.
+                if name.eq_ignore_ascii_case("authorization")
+                    || name.eq_ignore_ascii_case("x-polytomic-version")
+                {
+                    continue;
+                }
+                ParamLocation::Header
+            }
+            _ => continue, // cookies are not used by this API
+        };
+        let schema = p
+            .get("schema")
+            .cloned()
+            .unwrap_or(Value::Object(Default::default()));
+        params.push(Param {
+            name: name.to_owned(),
+            location,
+            required: location == ParamLocation::Path
+                || p.get("required").and_then(Value::as_bool).unwrap_or(false),
+            ty: describe_type(&schema),
+            enum_values: enum_values(&schema),
+            description: p
+                .get("description")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            schema,
+        });
+    }
+    for seg in segments {
+        if let Segment::Param(name) = seg
+            && !params
+                .iter()
+                .any(|p| p.location == ParamLocation::Path && &p.name == name)
+        {
+            // Templates without a declared parameter still need one for matching and validation.
+            params.push(Param {
+                name: name.clone(),
+                location: ParamLocation::Path,
+                required: true,
+                ty: "string".into(),
+                enum_values: Vec::new(),
+                description: None,
+                schema: serde_json::json!({"type": "string"}),
+            });
+        }
+    }
+    Ok(params)
+}
+
+/// Whether a body is required, and its JSON schema (the `application/json` one, else the first).
+fn request_body(doc: &Value, op: &Value) -> Result<(bool, Option<Value>), String> {
+    let Some(body) = op.get("requestBody") else {
+        return Ok((false, None));
+    };
+    let body = schema::resolve(doc, body)?;
+    let schema = body
+        .get("content")
+        .and_then(Value::as_object)
+        .and_then(|content| {
+            content
+                .get("application/json")
+                .or_else(|| content.values().next())
+        })
+        .and_then(|media| media.get("schema"))
+        .cloned();
+    let required = body
+        .get("required")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Ok((required, schema))
+}
+
+/// Pagination as our document states it (`x-pagination`), instead of inferred from parameter names.
+fn explicit_pagination(explicit: &Value) -> Pagination {
+    let text = |name: &str| {
+        explicit
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    Pagination {
+        style: text("style").unwrap_or_else(|| "cursor".to_owned()),
+        request: explicit
+            .get("request")
+            .and_then(Value::as_array)
+            .map(|names| {
+                names
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        next: text("next"),
+        cursor_from: text("cursor_from"),
+        max_limit: explicit.get("max_limit").and_then(Value::as_u64),
+        note: text("note"),
+    }
 }
 
 fn string_list(value: Option<&Value>) -> Vec<String> {

@@ -6,12 +6,69 @@ use sqlx::Row;
 
 use super::{Store, StoreError};
 
+/// How the server knows a client: it registered (DCR, stored as `dcr`) or it is identified by a Client ID
+/// Metadata Document the server fetched and caches (stored as `cimd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientKind {
+    Registered,
+    MetadataDocument,
+}
+
+impl ClientKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientKind::Registered => "dcr",
+            ClientKind::MetadataDocument => "cimd",
+        }
+    }
+
+    fn decode(text: &str) -> Result<Self, sqlx::Error> {
+        match text {
+            "dcr" => Ok(ClientKind::Registered),
+            "cimd" => Ok(ClientKind::MetadataDocument),
+            other => Err(unknown_value("oauth_clients.kind", other)),
+        }
+    }
+}
+
+/// Where an authorization request stands: waiting for the person's consent, waiting for the upstream
+/// callback, or finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PendingStatus {
+    Consent,
+    Upstream,
+    Done,
+}
+
+impl PendingStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PendingStatus::Consent => "consent",
+            PendingStatus::Upstream => "upstream",
+            PendingStatus::Done => "done",
+        }
+    }
+
+    fn decode(text: &str) -> Result<Self, sqlx::Error> {
+        match text {
+            "consent" => Ok(PendingStatus::Consent),
+            "upstream" => Ok(PendingStatus::Upstream),
+            "done" => Ok(PendingStatus::Done),
+            other => Err(unknown_value("oauth_pending.status", other)),
+        }
+    }
+}
+
+/// A stored value this version does not know (a newer version wrote it, or the row was edited by hand).
+fn unknown_value(column: &str, value: &str) -> sqlx::Error {
+    sqlx::Error::Decode(format!("unknown {column} value {value:?}").into())
+}
+
 /// A registered client (DCR) or a cached Client ID Metadata Document (CIMD).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientRow {
     pub client_id: String,
-    /// `dcr` or `cimd`.
-    pub kind: String,
+    pub kind: ClientKind,
     /// The client's metadata as JSON (redirect URIs, name, auth method, …).
     pub metadata: String,
     pub secret_hash: Option<String>,
@@ -21,7 +78,7 @@ pub struct ClientRow {
     pub expires_at_ms: Option<i64>,
 }
 
-/// An authorization request waiting for consent (`consent`) or for the upstream callback (`upstream`).
+/// An authorization request waiting for consent or for the upstream callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingRow {
     pub id: String,
@@ -33,7 +90,7 @@ pub struct PendingRow {
     pub resource: Option<String>,
     /// SHA-256 of the consent cookie that binds the request to the browser that started it.
     pub browser_hash: String,
-    pub status: String,
+    pub status: PendingStatus,
     /// Encrypted PKCE verifier for the upstream provider.
     pub upstream_verifier: Option<String>,
     pub created_at_ms: i64,
@@ -158,7 +215,7 @@ impl Store {
         with_pool!(self, pool => {
             sqlx::query(SQL)
                 .bind(&client.client_id)
-                .bind(&client.kind)
+                .bind(client.kind.as_str())
                 .bind(&client.metadata)
                 .bind(&client.secret_hash)
                 .bind(&client.registration_token_hash)
@@ -197,7 +254,7 @@ impl Store {
             sqlx::query(SQL).bind(client_id).fetch_optional(pool).await?.map(|row| -> Result<ClientRow, sqlx::Error> {
                 Ok(ClientRow {
                     client_id: row.try_get("client_id")?,
-                    kind: row.try_get("kind")?,
+                    kind: ClientKind::decode(&row.try_get::<String, _>("kind")?)?,
                     metadata: row.try_get("metadata")?,
                     secret_hash: row.try_get("secret_hash")?,
                     registration_token_hash: row.try_get("registration_token_hash")?,
@@ -238,7 +295,7 @@ impl Store {
                 .bind(&pending.scope)
                 .bind(&pending.resource)
                 .bind(&pending.browser_hash)
-                .bind(&pending.status)
+                .bind(pending.status.as_str())
                 .bind(&pending.upstream_verifier)
                 .bind(pending.created_at_ms)
                 .bind(pending.expires_at_ms)
@@ -574,7 +631,7 @@ where
         scope: row.try_get("scope")?,
         resource: row.try_get("resource")?,
         browser_hash: row.try_get("browser_hash")?,
-        status: row.try_get("status")?,
+        status: PendingStatus::decode(&row.try_get::<String, _>("status")?)?,
         upstream_verifier: row.try_get("upstream_verifier")?,
         created_at_ms: row.try_get("created_at_ms")?,
         expires_at_ms: row.try_get("expires_at_ms")?,

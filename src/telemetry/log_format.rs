@@ -1,6 +1,6 @@
 //! The JSON log line, written directly. tracing-subscriber's own JSON formatter keeps a span's fields as a JSON
 //! text and parses that text back into a map for every event inside the span, which made the audit line of each
-//! `execute` call cost about a fifth of the server's user CPU per call (callgrind). Here span fields are kept as
+//! `execute` call a large share of its CPU (docs/performance.md). Here span fields are kept as
 //! a ready JSON fragment and copied into each line as is. The shape is the same as that formatter's with
 //! `flatten_event(true)`, `with_current_span(true)`, no target:
 //! `{"timestamp":…,"level":…,"message":…,<fields>,"span":{<span fields>,"name":…}}`.
