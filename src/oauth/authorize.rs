@@ -35,13 +35,13 @@ pub async fn authorize(
     let oauth = &*state.oauth;
     let params = match unique_params(pairs) {
         Ok(params) => params,
-        Err(page) => return page,
+        Err(refusal) => return refusal.page(),
     };
     let param = |name: &str| param(&params, name);
     // Until client and redirect URI are known to be good, errors are shown here, never redirected.
     let (client, redirect_uri) = match trusted_client(&state, &params).await {
         Ok(found) => found,
-        Err(page) => return page,
+        Err(refusal) => return refusal.page(),
     };
     let client_state = param("state");
     let (challenge, resource) = match check_request(oauth, &params) {
@@ -97,15 +97,39 @@ pub async fn authorize(
     response
 }
 
-/// The query parameters, each at most once (a repeated one is an error page).
-fn unique_params(pairs: Vec<(String, String)>) -> Result<HashMap<String, String>, Response> {
+/// Why an authorization request is answered with a page of ours instead of a redirect to the client.
+#[derive(Debug)]
+enum PageRefusal {
+    BadRequest { title: &'static str, message: String },
+    Server(OAuthError),
+}
+
+impl PageRefusal {
+    fn bad(title: &'static str, message: impl Into<String>) -> Self {
+        PageRefusal::BadRequest {
+            title,
+            message: message.into(),
+        }
+    }
+
+    fn page(self) -> Response {
+        match self {
+            PageRefusal::BadRequest { title, message } => {
+                error_page(StatusCode::BAD_REQUEST, title, &message)
+            }
+            PageRefusal::Server(error) => server_error_page(error),
+        }
+    }
+}
+
+/// The query parameters, each at most once.
+fn unique_params(pairs: Vec<(String, String)>) -> Result<HashMap<String, String>, PageRefusal> {
     let mut params: HashMap<String, String> = HashMap::new();
     for (name, value) in pairs {
         if params.contains_key(&name) {
-            return Err(error_page(
-                StatusCode::BAD_REQUEST,
+            return Err(PageRefusal::bad(
                 "The sign-in request is malformed",
-                &format!(
+                format!(
                     "The parameter {name:?} appears more than once. Start the connection again from your app."
                 ),
             ));
@@ -128,35 +152,31 @@ fn param<'a>(params: &'a HashMap<String, String>, name: &str) -> Option<&'a str>
 async fn trusted_client<'a>(
     state: &OAuthState,
     params: &'a HashMap<String, String>,
-) -> Result<(Client, &'a str), Response> {
+) -> Result<(Client, &'a str), PageRefusal> {
     let Some(client_id) = param(params, "client_id") else {
-        return Err(error_page(
-            StatusCode::BAD_REQUEST,
+        return Err(PageRefusal::bad(
             "The sign-in request is incomplete",
             "The request has no client_id. Start the connection again from your app.",
         ));
     };
     let client = match clients::resolve(&state.oauth, &state.store, client_id).await {
         Ok(client) => client,
-        Err(ClientError::Server(error)) => return Err(server_error_page(error)),
+        Err(ClientError::Server(error)) => return Err(PageRefusal::Server(error)),
         Err(error) => {
-            return Err(error_page(
-                StatusCode::BAD_REQUEST,
+            return Err(PageRefusal::bad(
                 "This app is not recognised",
-                &format!("{error}. Remove the connection in your app and add it again."),
+                format!("{error}. Remove the connection in your app and add it again."),
             ));
         }
     };
     let Some(redirect_uri) = param(params, "redirect_uri") else {
-        return Err(error_page(
-            StatusCode::BAD_REQUEST,
+        return Err(PageRefusal::bad(
             "The sign-in request is incomplete",
             "The request has no redirect_uri. Start the connection again from your app.",
         ));
     };
     if !client.allows_redirect(redirect_uri) {
-        return Err(error_page(
-            StatusCode::BAD_REQUEST,
+        return Err(PageRefusal::bad(
             "The app's return address is not registered",
             "The redirect_uri of this request is not one the app registered, so the server will not send you there. \
              Remove the connection in your app and add it again.",
