@@ -100,7 +100,10 @@ pub async fn authorize(
 /// Why an authorization request is answered with a page of ours instead of a redirect to the client.
 #[derive(Debug)]
 enum PageRefusal {
-    BadRequest { title: &'static str, message: String },
+    BadRequest {
+        title: &'static str,
+        message: String,
+    },
     Server(OAuthError),
 }
 
