@@ -9,19 +9,19 @@
 // The layers, lowest first, are listed in tests/it/architecture.rs: secret, core → error, config, telemetry,
 // store, ratelimit → openapi → search → upstream → state → auth → oauth → feedback → mcp → http. A module
 // uses only modules below it.
-pub mod auth;
+pub(crate) mod auth;
 pub mod config;
 pub mod core;
-pub mod error;
+pub(crate) mod error;
 pub mod feedback;
-pub mod http;
-pub mod mcp;
-pub mod oauth;
+pub(crate) mod http;
+pub(crate) mod mcp;
+pub(crate) mod oauth;
 pub mod openapi;
-pub mod ratelimit;
+pub(crate) mod ratelimit;
 pub mod search;
 pub mod secret;
-pub mod state;
+pub(crate) mod state;
 pub mod store;
 pub mod telemetry;
 pub mod upstream;

@@ -23,7 +23,6 @@ mod direct;
 mod front;
 mod protect;
 
-pub use protect::{MAX_JSON_DEPTH, json_depth};
 
 use crate::core::REQUEST_ID_HEADER as REQUEST_ID;
 use crate::error::ApiError;

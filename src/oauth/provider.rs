@@ -73,8 +73,6 @@ impl From<ProviderError> for OAuthError {
 pub struct Identity {
     pub user_id: String,
     pub organization_id: Option<String>,
-    pub organization_name: Option<String>,
-    pub email: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -197,8 +195,6 @@ impl Provider {
         Ok(Identity {
             user_id,
             organization_id: text("organization_id"),
-            organization_name: text("organization_name"),
-            email: text("email"),
         })
     }
 

@@ -123,7 +123,10 @@ fn lib_declares_exactly_the_layered_modules() {
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
     let declared: BTreeSet<&str> = lib
         .lines()
-        .filter_map(|line| line.strip_prefix("pub mod "))
+        .filter_map(|line| {
+            line.strip_prefix("pub mod ")
+                .or_else(|| line.strip_prefix("pub(crate) mod "))
+        })
         .map(|rest| rest.trim_end_matches(';'))
         .collect();
     assert_eq!(declared, BTreeSet::from(LAYERS));
