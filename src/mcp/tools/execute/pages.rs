@@ -36,8 +36,8 @@ pub(super) fn follow_for<'a>(
     let op = &planned.operation_key;
     let why = if planned.method != Method::GET {
         format!(
-            "max_pages applies only to GET list operations; {op} is a {} call",
-            planned.method
+            "max_pages applies only to GET list operations; this call is {} {}",
+            planned.method, planned.path_template
         )
     } else if let Some(p) = pagination {
         format!(
