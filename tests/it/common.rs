@@ -142,7 +142,7 @@ async fn me() -> impl IntoResponse {
     }}))
 }
 
-/// One sync as Polytomic lists it (about 600 characters of JSON).
+/// One sync as Polytomic lists it (760 characters of JSON).
 pub fn sync_item(i: usize) -> Value {
     json!({
         "id": sync_id(i),
