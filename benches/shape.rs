@@ -22,6 +22,7 @@ fn cursor() -> Pagination {
         cursor_from: None,
         max_limit: None,
         note: None,
+        items: Some("data".into()),
     }
 }
 

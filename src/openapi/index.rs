@@ -87,6 +87,20 @@ pub struct Pagination {
     pub max_limit: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Dotted path in the response holding the page's items (`data`, `data.entries`); `None` when unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<String>,
+}
+
+impl Pagination {
+    /// The query parameter that carries the cursor or page number (the first request parameter that is not
+    /// the page size).
+    pub fn cursor_param(&self) -> Option<&str> {
+        self.request
+            .iter()
+            .map(String::as_str)
+            .find(|name| *name != "limit")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -396,10 +410,13 @@ fn build_operation(
     }
     let success = success_response_schema(doc, op)?;
     let response_fields = success.as_ref().map(response_shape).unwrap_or_default();
-    let pagination = match op.get("x-pagination") {
+    let mut pagination = match op.get("x-pagination") {
         Some(explicit) => Some(explicit_pagination(explicit)),
         None => infer_pagination(&params, success.as_ref()),
     };
+    if let Some(p) = pagination.as_mut().filter(|p| p.items.is_none()) {
+        p.items = success.as_ref().and_then(list_items_path);
+    }
     let text = |field: &str| {
         op.get(field)
             .and_then(Value::as_str)
@@ -571,7 +588,23 @@ fn explicit_pagination(explicit: &Value) -> Pagination {
         cursor_from: text("cursor_from"),
         max_limit: explicit.get("max_limit").and_then(Value::as_u64),
         note: text("note"),
+        items: text("items"),
     }
+}
+
+/// Where a list response keeps its items: a top-level array of objects (`data`), else one inside a `data`
+/// object (`data.entries`, `data.results`). Arrays of scalars (`data.fields`) are not items.
+fn list_items_path(success: &Value) -> Option<String> {
+    let is_item_list = |schema: &Value| schema::item_schema(schema).is_some_and(schema::is_object);
+    let top = schema::properties(success);
+    if let Some((name, _)) = top.iter().find(|(_, prop)| is_item_list(prop)) {
+        return Some((*name).clone());
+    }
+    let (_, data) = top.iter().find(|(name, _)| name.as_str() == "data")?;
+    schema::properties(data)
+        .into_iter()
+        .find(|(_, prop)| is_item_list(prop))
+        .map(|(name, _)| format!("data.{name}"))
 }
 
 fn string_list(value: Option<&Value>) -> Vec<String> {
@@ -716,6 +749,7 @@ fn infer_pagination(params: &[Param], success: Option<&Value>) -> Option<Paginat
         cursor_from,
         max_limit: None,
         note: None,
+        items: None,
     };
     if has("page_token") {
         let next = first_present(&[

@@ -141,6 +141,12 @@ pub struct UpstreamLabels {
     pub status: String,
 }
 
+/// The page number of a list page `execute` read (1 to 20, so the label stays bounded).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PageLabels {
+    pub page: u32,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: &'static str,
@@ -158,6 +164,7 @@ pub struct Metrics {
     pub http_requests: Family<RequestLabels, Counter>,
     pub tool_calls: Family<ToolLabels, Counter>,
     pub upstream_duration: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
+    pub upstream_pages: Family<PageLabels, Counter>,
     pub auth_failures: Family<ReasonLabels, Counter>,
     pub search_zero_hits: Counter,
     pub feedback: Family<CategoryLabels, Counter>,
@@ -183,6 +190,7 @@ impl Metrics {
         let upstream_duration = Family::<UpstreamLabels, Histogram>::new_with_constructor(
             upstream_histogram as fn() -> Histogram,
         );
+        let upstream_pages = Family::<PageLabels, Counter>::default();
         let auth_failures = Family::<ReasonLabels, Counter>::default();
         let search_zero_hits = Counter::default();
         let feedback = Family::<CategoryLabels, Counter>::default();
@@ -214,6 +222,11 @@ impl Metrics {
             upstream_duration.clone(),
         );
         registry.register(
+            "upstream_pages",
+            "List pages read by execute on paginated GET operations, by page number",
+            upstream_pages.clone(),
+        );
+        registry.register(
             "auth_failures",
             "Rejected requests by reason",
             auth_failures.clone(),
@@ -233,6 +246,7 @@ impl Metrics {
             http_requests,
             tool_calls,
             upstream_duration,
+            upstream_pages,
             auth_failures,
             search_zero_hits,
             feedback,

@@ -1,6 +1,7 @@
 //! The Polytomic client: one pooled reqwest client, request planning (validation against the index and URL
 //! building), bounded retries, a streamed response-size cap, and response shaping for agents.
 
+pub mod pages;
 pub mod plan;
 mod shape;
 
@@ -99,8 +100,18 @@ impl Upstream {
         request: &PlannedRequest,
         bearer: &Secret,
     ) -> Result<UpstreamResponse, UpstreamError> {
+        self.send_before(request, bearer, Instant::now() + self.total_timeout)
+            .await
+    }
+
+    /// [`Upstream::send`] within a deadline the caller already holds (one time budget for several pages).
+    pub async fn send_before(
+        &self,
+        request: &PlannedRequest,
+        bearer: &Secret,
+        deadline: Instant,
+    ) -> Result<UpstreamResponse, UpstreamError> {
         let started = Instant::now();
-        let deadline = started + self.total_timeout;
         let mut attempt = 0;
         loop {
             attempt += 1;

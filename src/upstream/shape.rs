@@ -136,7 +136,7 @@ impl FieldTree {
 }
 
 /// Keeps only the requested fields; returns the fields that matched nothing.
-fn project(body: Value, fields: &[String]) -> (Value, Vec<String>) {
+pub(super) fn project(body: Value, fields: &[String]) -> (Value, Vec<String>) {
     let mut tree = FieldTree::default();
     for field in fields {
         let parts: Vec<&str> = field
@@ -153,7 +153,7 @@ fn project(body: Value, fields: &[String]) -> (Value, Vec<String>) {
 }
 
 /// Length of the compact JSON text of `value`, counted as it is written rather than built in memory.
-fn serialized_len(value: &Value) -> usize {
+pub(super) fn serialized_len(value: &Value) -> usize {
     struct Counter(usize);
     impl std::io::Write for Counter {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
@@ -263,6 +263,14 @@ fn trim_to_budget(mut body: Value, size: usize, budget: usize, has_next: bool) -
 
 /// Reads the next-page cursor at `pagination.next` and turns it into `execute` query arguments.
 fn next_hint(body: &Value, pagination: &Pagination) -> Option<Value> {
+    let param = pagination.cursor_param()?;
+    let cursor = next_cursor(body, pagination)?;
+    Some(json!({"query": {param: cursor}}))
+}
+
+/// The value of the cursor parameter for the page after `body`: the token at `pagination.next`, or for
+/// page-style pagination the page number inside the `links.next` URL. `None` at the end of the list.
+pub(super) fn next_cursor(body: &Value, pagination: &Pagination) -> Option<String> {
     let mut cursor = body;
     for part in pagination.next.as_deref()?.split('.') {
         cursor = cursor.get(part)?;
@@ -272,19 +280,17 @@ fn next_hint(body: &Value, pagination: &Pagination) -> Option<Value> {
         Value::Number(n) => n.to_string(),
         _ => return None,
     };
-    let param = pagination.request.first()?.clone();
-    if pagination.style == "page" {
-        // `links.next` is a URL; hand back its page parameter when it has one.
-        let url = url::Url::parse(&token)
-            .or_else(|_| url::Url::parse(&format!("http://x{token}")))
-            .ok()?;
-        let page = url
-            .query_pairs()
-            .find(|(k, _)| *k == param.as_str())
-            .map(|(_, v)| v.into_owned())?;
-        return Some(json!({"query": {param: page}}));
+    if pagination.style != "page" {
+        return Some(token);
     }
-    Some(json!({"query": {param: token}}))
+    // `links.next` is a URL; its page parameter is the cursor.
+    let param = pagination.cursor_param()?;
+    let url = url::Url::parse(&token)
+        .or_else(|_| url::Url::parse(&format!("http://x{token}")))
+        .ok()?;
+    url.query_pairs()
+        .find(|(k, _)| *k == param)
+        .map(|(_, v)| v.into_owned())
 }
 
 #[cfg(test)]
@@ -299,6 +305,7 @@ mod tests {
             cursor_from: None,
             max_limit: None,
             note: None,
+            items: Some("data".into()),
         }
     }
 
@@ -315,6 +322,26 @@ mod tests {
         );
         assert!(shaped.truncated.is_none());
         assert_eq!(shaped.next, Some(json!({"query": {"page_token": "abc"}})));
+    }
+
+    #[test]
+    fn the_next_hint_names_the_cursor_parameter_even_when_limit_is_listed_first() {
+        let console = Pagination {
+            request: vec!["limit".into(), "after".into()],
+            next: Some("data.next_cursor".into()),
+            items: Some("data.entries".into()),
+            ..cursor()
+        };
+        let raw = br#"{"data":{"entries":[{"message":"m"}],"next_cursor":"c2"}}"#;
+        let shaped = shape_body(
+            raw,
+            Some(&console),
+            ShapeOptions {
+                max_chars: 10_000,
+                fields: &[],
+            },
+        );
+        assert_eq!(shaped.next, Some(json!({"query": {"after": "c2"}})));
     }
 
     #[test]

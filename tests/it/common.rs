@@ -36,17 +36,44 @@ pub struct Recorded {
     pub body: Bytes,
 }
 
+/// Syncs in the mock's list, served in pages as Polytomic does (`page_token` + `limit`, at most 50 a page).
+pub const SYNC_COUNT: usize = 120;
+const SYNC_PAGE_MAX: usize = 50;
+
+/// Faults the sync list serves on chosen pages (page numbers count from 1 at the requested `limit`).
+#[derive(Clone, Debug, Default)]
+pub struct ListFaults {
+    /// 429 on this page for the next `times` requests of it, with this `Retry-After` (seconds).
+    pub rate_limit: Option<RateLimitFault>,
+    /// 500 on this page, every time.
+    pub error_page: Option<usize>,
+    /// This page stalls for 30 s.
+    pub stall_page: Option<usize>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RateLimitFault {
+    pub page: usize,
+    pub times: u32,
+    pub retry_after: &'static str,
+}
+
 #[derive(Clone, Default)]
 pub struct MockUpstream {
     pub seen: Arc<Mutex<Vec<Recorded>>>,
     /// Calls so far to the flaky endpoints, which fail twice before answering.
     pub flaky_calls: Arc<std::sync::atomic::AtomicU32>,
+    pub list_faults: Arc<Mutex<ListFaults>>,
     pub addr: Option<SocketAddr>,
 }
 
 impl MockUpstream {
     pub fn requests(&self) -> Vec<Recorded> {
         self.seen.lock().unwrap().clone()
+    }
+
+    pub fn set_list_faults(&self, faults: ListFaults) {
+        *self.list_faults.lock().unwrap() = faults;
     }
 
     pub fn url(&self) -> String {
@@ -61,6 +88,7 @@ impl MockUpstream {
             .route("/api/syncs", get(list_syncs))
             .route("/api/syncs/{id}", get(get_sync))
             .route("/api/syncs/{id}/executions", post(start_sync))
+            .route("/api/queries/{id}", get(query_results))
             .route("/api/organizations", get(partner_only))
             .route("/api/bulk/syncs", get(big_list))
             .route("/api/bulk/syncs/{id}", get(flaky_get))
@@ -114,14 +142,147 @@ async fn me() -> impl IntoResponse {
     }}))
 }
 
-async fn list_syncs(uri: axum::http::Uri) -> impl IntoResponse {
-    let second_page = uri.query().is_some_and(|q| q.contains("page_token=tok2"));
-    if second_page {
-        return axum::Json(json!({"data": [{"id": "s-3", "name": "third"}], "pagination": {}}));
+/// One sync as Polytomic lists it (760 characters of JSON).
+pub fn sync_item(i: usize) -> Value {
+    json!({
+        "id": sync_id(i),
+        "name": format!("Salesforce contacts to HubSpot #{i}"),
+        "active": !i.is_multiple_of(3),
+        "mode": "updateOrCreate",
+        "schedule": {"frequency": "hourly", "minute": "15"},
+        "target": {"connection_id": "0b4a3f2e-6c1d-4e8a-9f3b-2d7c5e1a9b80", "object": "contact", "new_name": null},
+        "fields": [
+            {"source": {"field": "email", "model_id": "7d3f1e2a-0000-4000-8000-000000000001"}, "target": "email", "sync_mode": "updateOrCreate"},
+            {"source": {"field": "name", "model_id": "7d3f1e2a-0000-4000-8000-000000000001"}, "target": "firstname", "sync_mode": "updateOrCreate"}
+        ],
+        "filters": [],
+        "identity": {"source": {"field": "email"}, "target": "email", "function": "Equality"},
+        "organization_id": ORG_ID,
+        "created_at": "2026-11-01T12:00:00Z",
+        "updated_at": "2026-11-02T08:30:00Z"
+    })
+}
+
+pub fn sync_id(i: usize) -> String {
+    format!("5f1c2d3e-0000-4000-8000-{i:012}")
+}
+
+/// An opaque page token, as Polytomic hands them out.
+pub fn sync_page_token(offset: usize) -> String {
+    format!("pt_{:x}", offset * 7919 + 1)
+}
+
+fn sync_offset(token: &str) -> Option<usize> {
+    let n = usize::from_str_radix(token.strip_prefix("pt_")?, 16).ok()?;
+    Some((n - 1) / 7919)
+}
+
+/// `GET /api/syncs`: `{data, pagination: {next_page_token}}`, the token absent on the last page.
+async fn list_syncs(
+    State(mock): State<MockUpstream>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let limit = query
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(SYNC_PAGE_MAX)
+        .clamp(1, SYNC_PAGE_MAX);
+    let offset = match query.get("page_token") {
+        None => 0,
+        Some(token) => match sync_offset(token) {
+            Some(offset) => offset,
+            None => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    axum::Json(json!({"status": 400, "message": "invalid page_token", "key": "bad_request"})),
+                )
+                    .into_response();
+            }
+        },
+    };
+    if let Some(fault) = list_fault(&mock, offset / limit + 1).await {
+        return fault;
     }
+    let end = (offset + limit).min(SYNC_COUNT);
+    let items: Vec<Value> = (offset..end).map(sync_item).collect();
+    let pagination = if end < SYNC_COUNT {
+        json!({"next_page_token": sync_page_token(end)})
+    } else {
+        json!({})
+    };
+    (
+        [
+            ("x-ratelimit-limit", "100"),
+            ("x-ratelimit-remaining", "99"),
+        ],
+        axum::Json(json!({"data": items, "pagination": pagination})),
+    )
+        .into_response()
+}
+
+/// The fault configured for `page`, if any (a rate limit counts down its `times`).
+async fn list_fault(mock: &MockUpstream, page: usize) -> Option<Response> {
+    let stall = {
+        let mut faults = mock.list_faults.lock().unwrap();
+        if let Some(fault) = faults
+            .rate_limit
+            .as_mut()
+            .filter(|f| f.page == page && f.times > 0)
+        {
+            fault.times -= 1;
+            return Some(
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [
+                        ("retry-after", fault.retry_after),
+                        ("x-ratelimit-limit", "100"),
+                        ("x-ratelimit-remaining", "0"),
+                    ],
+                    axum::Json(
+                        json!({"status": 429, "message": "slow down", "key": "rate_limited"}),
+                    ),
+                )
+                    .into_response(),
+            );
+        }
+        if faults.error_page == Some(page) {
+            return Some(
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    axum::Json(json!({"status": 500, "message": "internal error listing syncs", "key": "internal"})),
+                )
+                    .into_response(),
+            );
+        }
+        faults.stall_page == Some(page)
+    };
+    if stall {
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    }
+    None
+}
+
+/// `GET /api/queries/{id}`: 10 result rows, 4 a page, `links.next` an absolute URL on Polytomic's host.
+async fn query_results(
+    Path(id): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> impl IntoResponse {
+    let page = query
+        .get("page")
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(1);
+    let rows: Vec<Value> = ((page - 1) * 4..(page * 4).min(10))
+        .map(|i| json!({"row": i, "email": format!("user{i}@example.com")}))
+        .collect();
+    let next = (page * 4 < 10).then(|| {
+        format!(
+            "https://app.polytomic.com/api/queries/{id}?page={}",
+            page + 1
+        )
+    });
     axum::Json(json!({
-        "data": [{"id": "s-1", "name": "first"}, {"id": "s-2", "name": "second"}],
-        "pagination": {"next_page_token": "tok2"}
+        "data": {"id": id, "status": "done", "count": 10, "fields": ["row", "email"], "results": rows},
+        "links": {"next": next, "previous": null}
     }))
 }
 

@@ -9,6 +9,7 @@ mod execute;
 mod feedback;
 mod oauth;
 mod openapi_document;
+mod pages;
 mod path_properties;
 mod resilience;
 mod search_quality;

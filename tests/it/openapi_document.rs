@@ -120,6 +120,25 @@ fn the_index_reflects_key_types_pagination_and_bodies() {
         syncs.pagination.as_ref().unwrap().next.as_deref(),
         Some("pagination.next_page_token")
     );
+    // Where each list keeps its items, for `execute` to merge pages.
+    for (key, items) in [
+        ("GET /api/syncs", "data"),
+        (
+            "GET /api/syncs/{sync_id}/executions/{id}/consolelog",
+            "data.entries",
+        ),
+        ("GET /api/queries/{id}", "data.results"),
+    ] {
+        let pagination = index.get(key).unwrap().pagination.as_ref().unwrap();
+        assert_eq!(pagination.items.as_deref(), Some(items), "{key}");
+    }
+    let console = index
+        .get("GET /api/syncs/{sync_id}/executions/{id}/consolelog")
+        .unwrap();
+    assert_eq!(
+        console.pagination.as_ref().unwrap().cursor_param(),
+        Some("after")
+    );
     let create = index.get("POST /api/syncs").unwrap();
     assert!(create.body_schema.is_some() && create.body_fields.iter().any(|f| f.required));
     // No operation asks the agent for the headers the server sends itself.

@@ -212,7 +212,8 @@ async fn tools_list_shows_three_tools_with_honest_annotations_in_few_bytes() {
     let size = serde_json::to_string(&json!({"tools": tools}))
         .unwrap()
         .len();
-    assert!(size < 6 * 1024, "tools/list is {size} bytes");
+    // `max_pages` was allowed ~300 bytes here; the measured sizes are in docs/performance.md.
+    assert!(size <= 4_700, "tools/list is {size} bytes");
 
     let read_only = app
         .client(KEY, &[("x-polytomic-access-mode", "read-only")])
@@ -473,15 +474,15 @@ async fn pagination_is_surfaced_as_a_next_hint_the_agent_can_pass_back() {
     )
     .await;
     let next = first.structured_content.unwrap()["next"].clone();
-    assert_eq!(next, json!({"query": {"page_token": "tok2"}}));
-    let second = call(
-        &client,
-        "execute",
-        json!({"method": "GET", "path": "/api/syncs", "query": next["query"]}),
-    )
-    .await;
+    // The complete arguments for the next call: the caller's own query (its `limit`) plus the cursor.
+    assert_eq!(
+        next,
+        json!({"method": "GET", "path": "/api/syncs", "query": {"limit": 2, "page_token": common::sync_page_token(2)}})
+    );
+    let second = call(&client, "execute", next).await;
     let body = &second.structured_content.unwrap()["body"];
-    assert_eq!(body["data"][0]["id"], "s-3");
+    assert_eq!(body["data"][0]["id"], common::sync_id(2));
+    assert_eq!(body["data"].as_array().unwrap().len(), 2);
 }
 
 #[tokio::test]

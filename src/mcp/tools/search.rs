@@ -10,6 +10,7 @@ use crate::core::AuthMode;
 use crate::mcp::{CallContext, ToolOutcome, tool_error, tool_success};
 use crate::openapi::{KeyType, Operation, Param, ParamLocation};
 use crate::search::{Catalog, Filters, Hit};
+use crate::upstream::pages::{Follow, MAX_PAGES};
 
 pub const NAME: &str = "search";
 pub const DESCRIPTION: &str = "Find Polytomic API operations for a task described in plain words (e.g. \"why did my \
@@ -294,6 +295,16 @@ fn pagination_text(p: &crate::openapi::Pagination) -> String {
     out
 }
 
+/// For a list `execute` can follow by itself: how to read it whole in one call.
+fn whole_list_hint(op: &Operation) -> Option<String> {
+    let pagination = op.pagination.as_ref().filter(|_| op.method == "GET")?;
+    Follow::new(pagination)?;
+    let items = pagination.items.as_deref()?;
+    Some(format!(
+        "execute with max_pages (up to {MAX_PAGES}) reads the pages in one call; add fields such as [\"{items}.<field>\"] to keep each item small"
+    ))
+}
+
 /// The API's resource groups, for an empty or unmatched query.
 fn overview(catalog: &Catalog, unmatched: Option<&str>) -> ToolOutcome {
     let groups: Vec<Value> = catalog
@@ -363,6 +374,9 @@ fn detail(catalog: &Catalog, key: &str, auth_mode: AuthMode) -> ToolOutcome {
     }
     if let Some(pagination) = &op.pagination {
         recipe["pagination"] = json!(pagination);
+        if let Some(hint) = whole_list_hint(op) {
+            recipe["pagination"]["whole_list"] = json!(hint);
+        }
     }
     if let Some(note) = key_note(op, auth_mode) {
         recipe["note"] = json!(note);
@@ -428,6 +442,9 @@ fn detail(catalog: &Catalog, key: &str, auth_mode: AuthMode) -> ToolOutcome {
     }
     if let Some(p) = &op.pagination {
         let _ = writeln!(text, "pages: {}", pagination_text(p));
+    }
+    if let Some(hint) = whole_list_hint(op) {
+        let _ = writeln!(text, "whole list: {hint}");
     }
     if let Some(note) = key_note(op, auth_mode) {
         let _ = writeln!(text, "note: {note}");

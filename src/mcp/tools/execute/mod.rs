@@ -1,4 +1,7 @@
-//! `execute`: one Polytomic API call, validated against the index before anything is sent.
+//! `execute`: one Polytomic API call, validated against the index before anything is sent; on a paginated
+//! GET, optionally several pages merged into one list (`pages`).
+
+mod pages;
 
 use std::fmt::Write as _;
 
@@ -10,6 +13,7 @@ use crate::core::AuthMode;
 use crate::mcp::{CallContext, ToolOutcome, tool_error, tool_success};
 use crate::openapi::KeyType;
 use crate::telemetry::UpstreamLabels;
+use crate::upstream::pages::MAX_PAGES;
 use crate::upstream::plan::{Call, CallerModes};
 use crate::upstream::{
     PlanError, PlannedRequest, RATE_LIMIT_HEADERS, ShapeOptions, UpstreamError, UpstreamResponse,
@@ -19,8 +23,9 @@ use crate::upstream::{
 pub const NAME: &str = "execute";
 pub const DESCRIPTION: &str = "Call the Polytomic API through this server with the user's credentials. Give the \
 method and a concrete path from `search` (e.g. GET /api/syncs/5f1c…), plus `query` and `body` as JSON. Returns the \
-HTTP `status` and parsed `body`; large lists are cut with a note, and `next` holds the arguments for the next page. \
-Use `dry_run: true` to validate a write and see the exact request without sending it.";
+HTTP `status` and parsed `body`. For a whole list, pass `max_pages` (up to 20) with `fields` (e.g. \
+[\"data.id\",\"data.name\"]): the pages come back merged; when the list is cut, `next` holds the arguments that \
+continue. Use `dry_run: true` to validate a write and see the exact request without sending it.";
 
 /// Fields a projection may list; more would defeat its purpose.
 const MAX_FIELDS: usize = 50;
@@ -49,6 +54,7 @@ pub fn input_schema(read_only: bool) -> Value {
                 "maxItems": MAX_FIELDS,
                 "description": "Keep only these response fields, dotted through arrays, e.g. [\"data.id\", \"data.name\"]."
             },
+            "max_pages": {"type": "integer", "minimum": 1, "maximum": MAX_PAGES, "description": "Pages to read on a paginated GET (default 1)."},
             "dry_run": {"type": "boolean", "description": "Validate and show the request without sending it."}
         },
         "required": ["method", "path"],
@@ -63,6 +69,7 @@ pub fn output_schema() -> Value {
             "status": {"type": "integer"},
             "body": {},
             "next": {"type": "object"},
+            "pages": {"type": "object"},
             "truncated": {"type": "object"},
             "context": {"type": "object"},
             "rate_limit": {"type": "object"},
@@ -81,8 +88,24 @@ struct Args {
     body: Option<Value>,
     #[serde(default)]
     fields: Vec<String>,
+    /// Checked by hand, so a bad value gets a message naming the allowed range.
+    max_pages: Option<Value>,
     #[serde(default)]
     dry_run: bool,
+}
+
+/// `max_pages` as given: an integer from 1 to [`MAX_PAGES`], 1 when absent.
+fn check_max_pages(value: Option<&Value>) -> Result<u32, String> {
+    let Some(value) = value else {
+        return Ok(1);
+    };
+    value
+        .as_u64()
+        .filter(|n| (1..=u64::from(MAX_PAGES)).contains(n))
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| {
+            format!("max_pages must be an integer from 1 to {MAX_PAGES} (default 1), got {value}")
+        })
 }
 
 fn check_fields(fields: &[String]) -> Result<(), String> {
@@ -117,31 +140,20 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> ToolOutcome {
         Err(message) => {
             return tool_error(
                 format!(
-                    "{message}. Expected: method (GET/POST/PUT/PATCH/DELETE/HEAD), path (/api/...), optional query (object), body (JSON), dry_run (boolean)"
+                    "{message}. Expected: method (GET/POST/PUT/PATCH/DELETE/HEAD), path (/api/...), optional query (object), body (JSON), fields (list of dotted names), max_pages (1-{MAX_PAGES}), dry_run (boolean)"
                 ),
                 None,
             );
         }
     };
-    if let Err(message) = check_fields(&args.fields) {
-        return tool_error(format!("{message}. Nothing was sent."), None);
-    }
-    let principal = ctx.principal;
-    let state = ctx.state;
+    let max_pages =
+        match check_fields(&args.fields).and_then(|()| check_max_pages(args.max_pages.as_ref())) {
+            Ok(max_pages) => max_pages,
+            Err(message) => return tool_error(format!("{message}. Nothing was sent."), None),
+        };
     let context = session_context(ctx);
-    let modes = CallerModes {
-        access_mode: principal.access_mode,
-        auth_mode: principal.auth_mode,
-        partner_org_id: principal.partner_org_id.as_deref(),
-    };
-    let catalog = state.catalog.current();
-    let call = Call {
-        method: &args.method,
-        path: &args.path,
-        query: args.query.as_ref(),
-        body: args.body.as_ref(),
-    };
-    let planned = match plan(&catalog.index, &state.upstream.base_url, modes, call) {
+    let catalog = ctx.state.catalog.current();
+    let planned = match plan_call(ctx, &catalog.index, &args, args.query.as_ref()) {
         Ok(planned) => planned,
         Err(error) => {
             let kind = match error {
@@ -149,29 +161,97 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> ToolOutcome {
                 PlanError::UnknownPath { .. } => "unknown_path",
                 _ => "invalid_request",
             };
-            tracing::info!(target: "audit", principal = %principal.fingerprint, method = %args.method.to_ascii_uppercase(), refused = kind, "execute refused");
-            return tool_error(
-                error.to_string(),
-                Some(json!({"error": error.to_string(), "refused": kind, "context": context})),
-            )
-            .error_key(Some(kind));
+            return refused(ctx, &args.method, kind, error.to_string(), context);
+        }
+    };
+    let pagination = catalog
+        .index
+        .get(&planned.operation_key)
+        .and_then(|op| op.pagination.as_ref());
+    let follow = match pages::follow_for(&planned, pagination, max_pages) {
+        Ok(follow) => follow,
+        Err(message) => {
+            let outcome = refused(ctx, &args.method, "invalid_request", message, context);
+            return outcome.about(&planned.operation_key);
         }
     };
     if args.dry_run {
-        return dry_run(&planned, &context, state.upstream.api_version.as_str());
+        return dry_run(&planned, &context, ctx.state.upstream.api_version.as_str());
     }
-
-    let result = state
+    if let Some(follow) = follow {
+        let list = pages::ListCall {
+            index: &catalog.index,
+            args: &args,
+            follow,
+            max_pages,
+        };
+        return list.read(ctx, planned, context).await;
+    }
+    let result = ctx
+        .state
         .upstream
-        .send(&planned, principal.upstream_bearer())
+        .send(&planned, ctx.principal.upstream_bearer())
         .await;
-    let status_label = match &result {
+    record_call(ctx, &planned, &result, None);
+    match result {
+        Ok(response) => respond(ctx, &planned, response, context, &args),
+        Err(error) => transport_error(&error, context),
+    }
+}
+
+/// Plans the call as the agent gave it, with `query` in place of its own (a later page adds its cursor).
+fn plan_call(
+    ctx: &CallContext<'_>,
+    index: &crate::openapi::OperationIndex,
+    args: &Args,
+    query: Option<&Map<String, Value>>,
+) -> Result<PlannedRequest, PlanError> {
+    let principal = ctx.principal;
+    let modes = CallerModes {
+        access_mode: principal.access_mode,
+        auth_mode: principal.auth_mode,
+        partner_org_id: principal.partner_org_id.as_deref(),
+    };
+    let call = Call {
+        method: &args.method,
+        path: &args.path,
+        query,
+        body: args.body.as_ref(),
+    };
+    plan(index, &ctx.state.upstream.base_url, modes, call)
+}
+
+/// A call refused before anything was sent: audited, and the agent told what to change.
+fn refused(
+    ctx: &CallContext<'_>,
+    method: &str,
+    kind: &'static str,
+    message: String,
+    context: Value,
+) -> ToolOutcome {
+    tracing::info!(target: "audit", principal = %ctx.principal.fingerprint, method = %method.to_ascii_uppercase(), refused = kind, "execute refused");
+    tool_error(
+        message.clone(),
+        Some(json!({"error": message, "refused": kind, "context": context})),
+    )
+    .error_key(Some(kind))
+}
+
+/// Metrics and the audit line for one upstream call; `page` numbers the pages of a list read in one call.
+fn record_call(
+    ctx: &CallContext<'_>,
+    planned: &PlannedRequest,
+    result: &Result<UpstreamResponse, UpstreamError>,
+    page: Option<u32>,
+) {
+    let principal = ctx.principal;
+    let status_label = match result {
         Ok(response) => response.status.as_u16().to_string(),
         Err(UpstreamError::Timeout(_)) => "timeout".into(),
         Err(_) => "error".into(),
     };
-    if let Ok(response) = &result {
-        state
+    if let Ok(response) = result {
+        ctx.state
             .metrics
             .upstream_duration
             .get_or_create(&UpstreamLabels {
@@ -188,29 +268,78 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> ToolOutcome {
         path = %planned.path_template,
         status = %status_label,
         duration_ms = result.as_ref().map(|r| r.elapsed.as_millis() as u64).unwrap_or(0),
+        page,
         "execute"
     );
-    match result {
-        Ok(response) => respond(ctx, &planned, response, context, &args.fields),
-        Err(error) => {
-            let next = match error {
-                UpstreamError::Timeout(_) => {
-                    "Polytomic did not answer in time. Retry once; for a long-running action, check its status with a GET instead of repeating it."
-                }
-                UpstreamError::TooLarge(_) => {
-                    "The answer is too large to return. Narrow the call: a smaller `limit`, filters, or a single item by id."
-                }
-                _ => {
-                    "Polytomic could not be reached. Retry in a moment; if it keeps failing, tell the user the Polytomic API is unavailable."
-                }
-            };
-            let message = format!("{error}. {next}");
-            tool_error(
-                message.clone(),
-                Some(json!({"error": message, "context": context})),
-            )
+}
+
+/// What to do after a call that got no HTTP answer.
+fn transport_hint(error: &UpstreamError) -> &'static str {
+    match error {
+        UpstreamError::Timeout(_) => {
+            "Polytomic did not answer in time. Retry once; for a long-running action, check its status with a GET instead of repeating it."
+        }
+        UpstreamError::TooLarge(_) => {
+            "The answer is too large to return. Narrow the call: a smaller `limit`, filters, or a single item by id."
+        }
+        _ => {
+            "Polytomic could not be reached. Retry in a moment; if it keeps failing, tell the user the Polytomic API is unavailable."
         }
     }
+}
+
+fn transport_error(error: &UpstreamError, context: Value) -> ToolOutcome {
+    let message = format!("{error}. {}", transport_hint(error));
+    tool_error(
+        message.clone(),
+        Some(json!({"error": message, "context": context})),
+    )
+}
+
+/// The complete `execute` arguments for the next page: the agent's own, with the cursor parameter(s) set.
+fn continue_with(args: &Args, cursor: &Map<String, Value>) -> Value {
+    let mut query = args.query.clone().unwrap_or_default();
+    query.extend(cursor.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let method = args.method.trim().to_ascii_uppercase();
+    let mut next = json!({"method": method, "path": args.path, "query": query});
+    if !args.fields.is_empty() {
+        next["fields"] = json!(args.fields);
+    }
+    if let Some(max_pages) = &args.max_pages {
+        next["max_pages"] = max_pages.clone();
+    }
+    next
+}
+
+/// The upstream rate-limit headers and the path parameters the server filled in, when there are any.
+fn add_call_facts(
+    structured: &mut Value,
+    planned: &PlannedRequest,
+    rate_limit: Map<String, Value>,
+) {
+    if !rate_limit.is_empty() {
+        structured["rate_limit"] = Value::Object(rate_limit);
+    }
+    if !planned.filled.is_empty() {
+        structured["filled"] = Value::Object(
+            planned
+                .filled
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect(),
+        );
+    }
+}
+
+/// The upstream rate-limit headers worth showing the agent.
+fn rate_limit_of(headers: &http::HeaderMap) -> Map<String, Value> {
+    let mut rate_limit = Map::new();
+    for name in &RATE_LIMIT_HEADERS {
+        if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
+            rate_limit.insert(name.as_str().to_owned(), json!(value));
+        }
+    }
+    rate_limit
 }
 
 fn session_context(ctx: &CallContext<'_>) -> Value {
@@ -267,8 +396,9 @@ fn respond(
     planned: &PlannedRequest,
     response: UpstreamResponse,
     context: Value,
-    fields: &[String],
+    args: &Args,
 ) -> ToolOutcome {
+    let fields = args.fields.as_slice();
     let catalog = ctx.state.catalog.current();
     let pagination = catalog
         .index
@@ -280,12 +410,7 @@ fn respond(
         pagination.as_ref(),
         ShapeOptions { max_chars, fields },
     );
-    let mut rate_limit = Map::new();
-    for name in &RATE_LIMIT_HEADERS {
-        if let Some(value) = response.headers.get(name).and_then(|v| v.to_str().ok()) {
-            rate_limit.insert(name.as_str().to_owned(), json!(value));
-        }
-    }
+    let rate_limit = rate_limit_of(&response.headers);
     let status = response.status.as_u16();
     let mut structured = json!({
         "status": status,
@@ -293,7 +418,13 @@ fn respond(
         "body": shaped.body,
         "context": context,
     });
-    if let Some(next) = &shaped.next {
+    let next = shaped
+        .next
+        .as_ref()
+        .and_then(|hint| hint.get("query"))
+        .and_then(Value::as_object)
+        .map(|cursor| continue_with(args, cursor));
+    if let Some(next) = &next {
         structured["next"] = next.clone();
     }
     if let Some(truncated) = &shaped.truncated {
@@ -302,18 +433,7 @@ fn respond(
     if !shaped.unmatched_fields.is_empty() {
         structured["unmatched_fields"] = json!(shaped.unmatched_fields);
     }
-    if !rate_limit.is_empty() {
-        structured["rate_limit"] = Value::Object(rate_limit);
-    }
-    if !planned.filled.is_empty() {
-        structured["filled"] = Value::Object(
-            planned
-                .filled
-                .iter()
-                .map(|(k, v)| (k.clone(), json!(v)))
-                .collect(),
-        );
-    }
+    add_call_facts(&mut structured, planned, rate_limit);
     let body_text = match shaped.text {
         Some(text) => text,
         None => serde_json::to_string(&structured["body"]).unwrap_or_default(),
@@ -326,7 +446,7 @@ fn respond(
             status,
             body_text
         );
-        if let Some(next) = &shaped.next {
+        if let Some(next) = &next {
             let _ = write!(text, "\nnext page: call again with {next}");
         }
         if let Some(truncated) = &shaped.truncated {
