@@ -34,6 +34,44 @@ pub enum Command {
         #[command(subcommand)]
         action: FeedbackCommand,
     },
+    /// List or revoke OAuth sign-ins (from the configured store).
+    Sessions {
+        #[command(subcommand)]
+        action: SessionsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// List sign-ins, newest first: who connected which client, with what access.
+    List {
+        /// Only this person (their Polytomic user id).
+        #[arg(long)]
+        user: Option<String>,
+        /// Only this client (its client_id).
+        #[arg(long)]
+        client: Option<String>,
+        /// Only sessions with this access.
+        #[arg(long, value_enum)]
+        access: Option<AccessMode>,
+        /// Also list revoked and expired sign-ins.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
+    },
+    /// Revoke sign-ins: the client's tokens stop working at once and it must sign the person in again.
+    #[command(group(clap::ArgGroup::new("which").required(true).multiple(true).args(["session", "user", "client"])))]
+    Revoke {
+        /// One sign-in, by its session id (from `sessions list`).
+        session: Option<String>,
+        /// Every sign-in of this person (their Polytomic user id).
+        #[arg(long)]
+        user: Option<String>,
+        /// Every sign-in of this client (its client_id).
+        #[arg(long)]
+        client: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,8 +7,9 @@
 //! routes, and [`http`] composes them.
 
 // The layers, lowest first, are listed in tests/it/architecture.rs: secret, core → error, config, telemetry,
-// store, ratelimit → openapi → search → upstream → state → auth → oauth → feedback → mcp → http. A module
+// store, ratelimit → openapi → search → upstream → state → auth → oauth → feedback → mcp → http → admin. A module
 // uses only modules below it.
+pub mod admin;
 pub(crate) mod auth;
 pub mod config;
 pub mod core;

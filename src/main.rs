@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, Parser};
-use polytomic_mcp::config::{Cli, Command, FeedbackCommand};
+use polytomic_mcp::config::{Cli, Command, FeedbackCommand, SessionsCommand};
 use polytomic_mcp::telemetry::init_tracing;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +30,13 @@ async fn main() -> ExitCode {
             }
         },
         Command::Feedback { action } => match feedback(&cli.config, action).await {
+            Ok(code) => code,
+            Err(error) => {
+                eprintln!("polytomic-mcp: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Sessions { action } => match sessions(&cli.config, action).await {
             Ok(code) => code,
             Err(error) => {
                 eprintln!("polytomic-mcp: {error:#}");
@@ -92,6 +99,26 @@ async fn feedback(
         }
     }
     store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `polytomic-mcp sessions …`: operators see who connected what, with which access, and cut sign-ins off.
+async fn sessions(
+    config: &polytomic_mcp::config::Config,
+    action: SessionsCommand,
+) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let revoking = matches!(action, SessionsCommand::Revoke { .. });
+    let store = polytomic_mcp::store::Store::connect(&config.store.database_url).await?;
+    let report = polytomic_mcp::admin::sessions(&store, action).await?;
+    store.close().await;
+    std::io::stdout().lock().write_all(report.text.as_bytes())?;
+    if revoking && report.matched == 0 {
+        eprintln!(
+            "polytomic-mcp: no active sign-in matched; `polytomic-mcp sessions list` shows them"
+        );
+        return Ok(ExitCode::from(1));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

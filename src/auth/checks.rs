@@ -36,6 +36,7 @@ pub(crate) fn api_key_principal(token: Secret, modes: Modes) -> Principal {
         auth_mode: modes.auth_mode,
         access_mode: modes.access_mode,
         partner_org_id: modes.partner_org_id,
+        grant: None,
         organization_id: None,
         fingerprint,
     }

@@ -21,6 +21,9 @@ pub(crate) struct Principal {
     pub access_mode: AccessMode,
     /// Default organization for partner-mode calls (`X-Polytomic-Partner-Org-Id`).
     pub partner_org_id: Option<String>,
+    /// What an OAuth sign-in was granted (`None` for API keys, whose access comes from headers and the cap).
+    /// `access_mode` never exceeds it.
+    pub grant: Option<AccessMode>,
     /// Organization the credential belongs to, when known (OAuth sessions record it).
     pub organization_id: Option<String>,
     /// Stable, non-secret identifier of the credential for logs, metrics and feedback.

@@ -231,6 +231,7 @@ pub(crate) async fn dispatch(
         tool,
         result_kind.as_str(),
         outcome.operation.as_deref().unwrap_or_default(),
+        principal.access_mode.as_str(),
     );
     if tool != tools::feedback::NAME {
         remember(state, principal, tool, result_kind, &outcome);

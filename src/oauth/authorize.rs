@@ -17,7 +17,9 @@ use url::Url;
 use super::OAuthState;
 use super::clients::{self, Client, ClientError, ClientKind};
 use super::keys::{hash, same};
-use super::{CODE_PREFIX, CODE_TTL_MS, OAuth, OAuthError, PENDING_TTL_MS, REFRESH_TTL_MS, now_ms};
+use super::{
+    CODE_PREFIX, CODE_TTL_MS, OAuth, OAuthError, PENDING_TTL_MS, REFRESH_TTL_MS, now_ms, scope,
+};
 use crate::core::AccessMode;
 use crate::store::oauth::{CodeRow, PendingRow, PendingStatus, SessionRow};
 
@@ -56,6 +58,10 @@ pub async fn authorize(
         }
     };
 
+    let choice = AccessChoice::new(
+        oauth.max_access,
+        scope::requested_at_authorize(param("scope")),
+    );
     let now = now_ms();
     let (id, browser_token) = match (oauth.keys.token(""), oauth.keys.token("")) {
         (Ok(id), Ok(token)) => (id, token),
@@ -67,7 +73,8 @@ pub async fn authorize(
         redirect_uri: redirect_uri.to_owned(),
         state: client_state.map(str::to_owned),
         code_challenge: challenge.to_owned(),
-        scope: oauth.scope_string(),
+        // Until the person chooses, the most they may grant; replaced by their choice at approval.
+        scope: Some(scope::granting(choice.offered).to_owned()),
         resource: resource.map(str::to_owned),
         browser_hash: hash(&browser_token),
         status: PendingStatus::Consent,
@@ -81,20 +88,38 @@ pub async fn authorize(
     oauth.maybe_purge(&state.store).await;
     let mut response = html(
         StatusCode::OK,
-        consent_page(
-            oauth,
-            &client,
-            redirect_uri,
-            &id,
-            &browser_token,
-            state.config.limits.max_access_mode,
-        ),
+        consent_page(oauth, &client, redirect_uri, &id, &browser_token, choice),
     );
     set_cookie(
         &mut response,
         &cookie(oauth, &id, &browser_token, PENDING_TTL_MS / 1000),
     );
     response
+}
+
+/// The access the consent page offers: never more than the server's cap or than the client asked for, and
+/// read-only preselected unless the client asked for write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AccessChoice {
+    offered: AccessMode,
+    preselected: AccessMode,
+    /// Why only read-only is offered, when it is.
+    limited_by_cap: bool,
+}
+
+impl AccessChoice {
+    fn new(cap: AccessMode, requested: Option<AccessMode>) -> Self {
+        let offered = cap.min(requested.unwrap_or(AccessMode::FullAccess));
+        let preselected = match requested {
+            Some(AccessMode::FullAccess) => offered,
+            _ => AccessMode::ReadOnly,
+        };
+        Self {
+            offered,
+            preselected,
+            limited_by_cap: cap == AccessMode::ReadOnly,
+        }
+    }
 }
 
 /// Why an authorization request is answered with a page of ours instead of a redirect to the client.
@@ -243,6 +268,8 @@ pub struct ConsentForm {
     request_id: String,
     csrf_token: String,
     decision: String,
+    /// `read-only` or `full-access`; a form without it grants read-only.
+    access: Option<String>,
 }
 
 pub async fn consent(
@@ -285,6 +312,17 @@ pub async fn consent(
     };
     match form.decision.as_str() {
         "approve" => {
+            let offered = scope::access_of(pending.scope.as_deref());
+            let chosen = match chosen_access(form.access.as_deref(), offered) {
+                Ok(chosen) => chosen,
+                Err(message) => {
+                    return error_page(
+                        StatusCode::BAD_REQUEST,
+                        "This choice of access is not available",
+                        &message,
+                    );
+                }
+            };
             let (upstream_state, verifier) = match (oauth.keys.token(""), oauth.keys.token("")) {
                 (Ok(s), Ok(v)) => (s, v),
                 (Err(error), _) | (_, Err(error)) => return server_error_page(error),
@@ -300,6 +338,7 @@ pub async fn consent(
                     &browser_hash,
                     &hash(&upstream_state),
                     &sealed,
+                    scope::granting(chosen),
                     now,
                 )
                 .await
@@ -308,7 +347,7 @@ pub async fn consent(
                 Ok(false) => return expired(),
                 Err(error) => return server_error_page(error.into()),
             }
-            tracing::info!(client_id = %pending.client_id, "oauth consent approved");
+            tracing::info!(client_id = %pending.client_id, access = %chosen, "oauth consent approved");
             redirect(
                 StatusCode::SEE_OTHER,
                 oauth
@@ -342,6 +381,24 @@ pub async fn consent(
             response
         }
     }
+}
+
+/// The access the person picked, if the page offered it.
+fn chosen_access(access: Option<&str>, offered: AccessMode) -> Result<AccessMode, String> {
+    let chosen = match access.map(str::trim) {
+        None | Some("read-only") => AccessMode::ReadOnly,
+        Some("full-access") => AccessMode::FullAccess,
+        Some(other) => {
+            return Err(format!(
+                "The access {:?} is not one this page offers (read-only or full-access). Start the connection again from your app.",
+                other.chars().take(40).collect::<String>()
+            ));
+        }
+    };
+    if chosen > offered {
+        return Err("Full access was not offered for this connection (the server or the app allows reading only). Start the connection again from your app.".into());
+    }
+    Ok(chosen)
 }
 
 fn verifier_aad(pending_id: &str) -> String {
@@ -655,6 +712,11 @@ ul {{ padding-left: 1.2rem; }}
 button {{ font: inherit; border-radius: 8px; padding: .6rem 1.2rem; cursor: pointer; border: 1px solid #c9ced8; background: #fff; }}
 button.primary {{ background: #2f5bea; border-color: #2f5bea; color: #fff; }}
 code {{ word-break: break-all; }}
+fieldset {{ border: 1px solid #c9ced8; border-radius: 8px; padding: .6rem .9rem; margin: 1rem 0 0; }}
+legend {{ padding: 0 .3rem; }}
+.choice {{ margin: .4rem 0; }}
+.choice p {{ margin: .1rem 0 0 1.6rem; }}
+input[type=radio]:focus-visible, button:focus-visible {{ outline: 3px solid #2f5bea; outline-offset: 2px; }}
 </style>
 </head>
 <body>
@@ -668,13 +730,50 @@ code {{ word-break: break-all; }}
     )
 }
 
+/// The access choice: two labelled radio buttons in a fieldset (keyboard and screen-reader friendly, no
+/// script), or a plain statement when only read-only can be granted.
+fn access_fieldset(name: &str, choice: AccessChoice) -> String {
+    const READ_HELP: &str = "See connections, models, syncs, bulk syncs, their runs and errors, users and organizations. Nothing can be changed.";
+    const FULL_HELP: &str = "Everything read-only allows, and also create, change and delete connections, models and syncs, and start or stop syncs.";
+    if choice.offered == AccessMode::ReadOnly {
+        let why = if choice.limited_by_cap {
+            "this server allows reading only"
+        } else {
+            "the app asked only to read"
+        };
+        return format!(
+            "<input type=\"hidden\" name=\"access\" value=\"read-only\">\n<p><strong>Access: read only</strong> ({why}). {READ_HELP}</p>"
+        );
+    }
+    let checked = |access: AccessMode| {
+        if choice.preselected == access {
+            " checked"
+        } else {
+            ""
+        }
+    };
+    format!(
+        r#"<fieldset>
+<legend>What may <strong>{name}</strong> do?</legend>
+<div class="choice"><input type="radio" id="access-read-only" name="access" value="read-only"{read} aria-describedby="access-read-only-help">
+<label for="access-read-only"><strong>Read only</strong></label>
+<p id="access-read-only-help" class="muted">{READ_HELP}</p></div>
+<div class="choice"><input type="radio" id="access-full-access" name="access" value="full-access"{full} aria-describedby="access-full-access-help">
+<label for="access-full-access"><strong>Full access</strong></label>
+<p id="access-full-access-help" class="muted">{FULL_HELP}</p></div>
+</fieldset>"#,
+        read = checked(AccessMode::ReadOnly),
+        full = checked(AccessMode::FullAccess),
+    )
+}
+
 fn consent_page(
     oauth: &OAuth,
     client: &Client,
     redirect_uri: &str,
     request_id: &str,
     csrf_token: &str,
-    max_access: AccessMode,
+    choice: AccessChoice,
 ) -> String {
     let name = escape(&client.display_name());
     let target = escape(&clients::redirect_target_label(redirect_uri));
@@ -687,26 +786,20 @@ fn consent_page(
              this server has not verified it. Approve only if you just started connecting this app.</p>"
             .to_owned(),
     };
-    let access = match max_access {
-        AccessMode::ReadOnly => {
-            "read your organization's Polytomic data (this server allows reading only)"
-        }
-        AccessMode::FullAccess => {
-            "read and change your organization's Polytomic data: connections, models, syncs and more"
-        }
-    };
+    let access = access_fieldset(&name, choice);
     let content = format!(
         r#"<h1>Allow {name} to use Polytomic?</h1>
 <p><strong>{name}</strong> is asking to act on your Polytomic organization through this MCP server. If you allow it:</p>
 <ul>
 <li>you will sign in to Polytomic next, and the app will act as you, on the organization you sign in to;</li>
-<li>it will be able to {access};</li>
+<li>it will have the access you choose below;</li>
 <li>you will then be sent back to <strong>{target}</strong>.</li>
 </ul>
 {identity}
 <form method="post" action="/authorize">
 <input type="hidden" name="request_id" value="{request_id}">
 <input type="hidden" name="csrf_token" value="{csrf_token}">
+{access}
 <div class="actions">
 <button class="primary" type="submit" name="decision" value="approve">Allow and sign in</button>
 <button type="submit" name="decision" value="deny">Cancel</button>

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::OAuthState;
 use super::clients::AUTH_METHODS;
+use super::scope;
 
 /// Discovery documents change only with configuration; let clients cache them briefly.
 const CACHE: &str = "public, max-age=300";
@@ -21,9 +22,7 @@ pub async fn protected_resource(State(state): State<OAuthState>) -> Response {
         "bearer_methods_supported": ["header"],
         "resource_name": "Polytomic MCP server",
     });
-    if !oauth.scopes.is_empty() {
-        body["scopes_supported"] = json!(oauth.scopes);
-    }
+    body["scopes_supported"] = json!(scope::SUPPORTED);
     ([(header::CACHE_CONTROL, CACHE)], axum::Json(body)).into_response()
 }
 
@@ -31,7 +30,7 @@ pub async fn protected_resource(State(state): State<OAuthState>) -> Response {
 pub async fn authorization_server(State(state): State<OAuthState>) -> Response {
     let oauth = &*state.oauth;
     let issuer = &oauth.issuer;
-    let mut body = json!({
+    let body = json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/authorize"),
         "token_endpoint": format!("{issuer}/token"),
@@ -45,9 +44,7 @@ pub async fn authorization_server(State(state): State<OAuthState>) -> Response {
         "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
         "client_id_metadata_document_supported": true,
         "authorization_response_iss_parameter_supported": true,
+        "scopes_supported": scope::SUPPORTED,
     });
-    if !oauth.scopes.is_empty() {
-        body["scopes_supported"] = json!(oauth.scopes);
-    }
     ([(header::CACHE_CONTROL, CACHE)], axum::Json(body)).into_response()
 }

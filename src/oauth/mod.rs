@@ -12,6 +12,7 @@ pub mod keys;
 pub mod metadata;
 pub mod provider;
 pub mod resource;
+pub mod scope;
 pub mod token;
 
 use std::sync::Arc;
@@ -101,8 +102,8 @@ pub struct OAuth {
     /// `{PUBLIC_URL}/mcp`: the only `resource` and `aud` accepted.
     pub resource: String,
     pub resource_metadata_url: String,
-    /// Scopes requested upstream and advertised to clients (from POLYTOMIC_OAUTH_SCOPES).
-    pub scopes: Vec<String>,
+    /// The server's cap (`POLYTOMIC_MCP_MAX_ACCESS_MODE`): no grant goes beyond it.
+    pub max_access: crate::core::AccessMode,
     pub keys: Keys,
     pub provider: Provider,
     pub access_ttl: Duration,
@@ -144,7 +145,7 @@ impl OAuth {
             resource: format!("{issuer}/mcp"),
             resource_metadata_url: format!("{issuer}/.well-known/oauth-protected-resource/mcp"),
             issuer,
-            scopes,
+            max_access: config.limits.max_access_mode,
             keys,
             provider,
             access_ttl: Duration::from_secs(config.oauth.oauth_access_token_ttl_secs),
@@ -152,10 +153,6 @@ impl OAuth {
             cimd_http,
             last_purge_ms: AtomicI64::new(0),
         }))
-    }
-
-    pub fn scope_string(&self) -> Option<String> {
-        (!self.scopes.is_empty()).then(|| self.scopes.join(" "))
     }
 
     /// Deletes expired rows now and then; cheap enough to call from any endpoint that creates rows.

@@ -8,7 +8,7 @@ use super::OAuthState;
 use super::authorize::{access_aad, refresh_aad};
 use super::provider::ProviderError;
 use super::token::{TokenRejection, verify_access_token};
-use super::{OAuth, OAuthError};
+use super::{OAuth, OAuthError, scope};
 use crate::core::{AuthMode, Credential, Modes, Principal, now_ms};
 use crate::error::ApiError;
 use crate::secret::Secret;
@@ -23,10 +23,12 @@ const LEASE_WAIT: Duration = Duration::from_secs(10);
 
 /// The `WWW-Authenticate` parameters after `realm` when OAuth is on (RFC 9728 §5.1, RFC 6750 §3).
 pub fn challenge(oauth: &OAuth, error: Option<&str>) -> String {
-    let mut out = format!("resource_metadata=\"{}\"", oauth.resource_metadata_url);
-    if let Some(scope) = oauth.scope_string() {
-        out.push_str(&format!(", scope=\"{scope}\""));
-    }
+    // The scope a client should ask for by default: all the server allows; the person chooses at consent.
+    let mut out = format!(
+        "resource_metadata=\"{}\", scope=\"{}\"",
+        oauth.resource_metadata_url,
+        scope::granting(oauth.max_access)
+    );
     if let Some(description) = error {
         out.push_str(&format!(
             ", error=\"invalid_token\", error_description=\"{}\"",
@@ -83,11 +85,16 @@ pub(crate) async fn authenticate(
                 .into(),
         ));
     }
+    // The signed claim and the stored grant must both allow it: a refresh that narrowed the grant takes
+    // effect at once, even for access tokens issued before it.
+    let grant =
+        scope::access_of(claims.scope.as_deref()).min(scope::access_of(session.scope.as_deref()));
     let upstream = upstream_token(state, oauth, session.clone()).await?;
     Ok(Principal {
         credential: Credential::OAuth { upstream },
         auth_mode: AuthMode::User,
-        access_mode: modes.access_mode,
+        access_mode: modes.access_mode.min(grant),
+        grant: Some(grant),
         partner_org_id: None,
         organization_id: session.organization_id.clone(),
         fingerprint: format!("oauth:{}", session.user_id),

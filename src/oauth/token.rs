@@ -17,6 +17,7 @@ use serde_json::json;
 use super::OAuthState;
 use super::clients::{self, Client, ClientError, no_store};
 use super::keys::{hash, pkce_s256, same};
+use super::scope;
 use super::{
     ACCESS_TOKEN_PREFIX, OAuth, OAuthError, REFRESH_TOKEN_PREFIX, REFRESH_TTL_MS, now_ms,
     oauth_error,
@@ -260,6 +261,12 @@ async fn rotate_refresh_token(
 ) -> Result<SessionRow, ApiError> {
     let token = param(params, "refresh_token")
         .ok_or_else(|| invalid_request("refresh_token is required"))?;
+    let asked = param(params, "scope");
+    // A scope the grant does not cover is refused before the refresh token is spent, so the client can
+    // retry without it.
+    if asked.is_some() {
+        check_refresh_scope(state, &hash(token), asked).await?;
+    }
     let row = match state
         .store
         .consume_refresh_token(&hash(token), now)
@@ -312,6 +319,57 @@ async fn rotate_refresh_token(
         .extend_session(&session.id, now + REFRESH_TTL_MS)
         .await
         .map_err(OAuthError::from)?;
+    narrow_to_request(state, session, asked).await
+}
+
+fn invalid_scope(description: String) -> ApiError {
+    oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", description)
+}
+
+/// Refuses a refresh that asks for more than its session was granted (an unknown token passes here; the
+/// rotation that follows refuses it properly).
+async fn check_refresh_scope(
+    state: &OAuthState,
+    token_hash: &str,
+    asked: Option<&str>,
+) -> Result<(), ApiError> {
+    let store = &state.store;
+    let Some(session_id) = store
+        .refresh_token_session(token_hash)
+        .await
+        .map_err(OAuthError::from)?
+    else {
+        return Ok(());
+    };
+    if let Some(session) = store
+        .get_session(&session_id)
+        .await
+        .map_err(OAuthError::from)?
+    {
+        scope::requested_at_refresh(asked, scope::access_of(session.scope.as_deref()))
+            .map_err(invalid_scope)?;
+    }
+    Ok(())
+}
+
+/// A refresh that asks for less than the grant narrows the grant for good (RFC 6749 §6).
+async fn narrow_to_request(
+    state: &OAuthState,
+    mut session: SessionRow,
+    asked: Option<&str>,
+) -> Result<SessionRow, ApiError> {
+    let granted = scope::access_of(session.scope.as_deref());
+    let wanted = scope::requested_at_refresh(asked, granted).map_err(invalid_scope)?;
+    if wanted < granted {
+        let narrowed = scope::granting(wanted);
+        state
+            .store
+            .set_session_scope(&session.id, narrowed)
+            .await
+            .map_err(OAuthError::from)?;
+        tracing::info!(client_id = %session.client_id, access = %wanted, "oauth grant narrowed on refresh");
+        session.scope = Some(narrowed.to_owned());
+    }
     Ok(session)
 }
 

@@ -129,6 +129,17 @@ impl std::fmt::Debug for SessionRow {
     }
 }
 
+/// Which sessions an operator means: by session id, person (Polytomic user id) or client; unset fields
+/// match anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionFilter {
+    pub session_id: Option<String>,
+    pub user_id: Option<String>,
+    pub client_id: Option<String>,
+    /// Also list revoked and expired sessions.
+    pub include_inactive: bool,
+}
+
 /// An authorization code, stored by hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CodeRow {
@@ -326,10 +337,11 @@ impl Store {
         browser_hash: &str,
         upstream_state_hash: &str,
         upstream_verifier: &str,
+        granted_scope: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        const SQL: &str = "UPDATE oauth_pending SET status = 'upstream', upstream_state_hash = $3, upstream_verifier = $4 \
-                           WHERE id = $1 AND browser_hash = $2 AND status = 'consent' AND expires_at_ms > $5";
+        const SQL: &str = "UPDATE oauth_pending SET status = 'upstream', upstream_state_hash = $3, upstream_verifier = $4, \
+                           scope = $6 WHERE id = $1 AND browser_hash = $2 AND status = 'consent' AND expires_at_ms > $5";
         let changed = with_pool!(self, pool => {
             sqlx::query(SQL)
                 .bind(id)
@@ -337,6 +349,7 @@ impl Store {
                 .bind(upstream_state_hash)
                 .bind(upstream_verifier)
                 .bind(now_ms)
+                .bind(granted_scope)
                 .execute(pool)
                 .await?
                 .rows_affected()
@@ -421,6 +434,60 @@ impl Store {
         Ok(row)
     }
 
+    /// Sessions matching an operator's filter, newest first: active ones only unless `include_inactive`.
+    pub async fn list_sessions(
+        &self,
+        filter: &SessionFilter,
+        now_ms: i64,
+    ) -> Result<Vec<SessionRow>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM oauth_sessions WHERE (CAST($1 AS TEXT) IS NULL OR id = $1) \
+             AND (CAST($2 AS TEXT) IS NULL OR user_id = $2) AND (CAST($3 AS TEXT) IS NULL OR client_id = $3) \
+             AND ($4 = 1 OR (revoked_at_ms IS NULL AND expires_at_ms > $5)) ORDER BY created_at_ms DESC LIMIT 10000"
+        );
+        let rows = with_pool!(self, pool => {
+            sqlx::query(SQL)
+                .bind(&filter.session_id)
+                .bind(&filter.user_id)
+                .bind(&filter.client_id)
+                .bind(i64::from(filter.include_inactive))
+                .bind(now_ms)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(session_from_row)
+                .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows)
+    }
+
+    /// Revokes every active session matching the filter; returns how many. An empty filter matches nothing.
+    pub async fn revoke_sessions(
+        &self,
+        filter: &SessionFilter,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        const SQL: &str = "UPDATE oauth_sessions SET revoked_at_ms = $4, upstream_access = NULL, upstream_refresh = NULL \
+                           WHERE revoked_at_ms IS NULL AND (CAST($1 AS TEXT) IS NULL OR id = $1) \
+                           AND (CAST($2 AS TEXT) IS NULL OR user_id = $2) AND (CAST($3 AS TEXT) IS NULL OR client_id = $3)";
+        if filter.session_id.is_none() && filter.user_id.is_none() && filter.client_id.is_none() {
+            return Ok(0);
+        }
+        let changed = with_pool!(self, pool => {
+            sqlx::query(SQL)
+                .bind(&filter.session_id)
+                .bind(&filter.user_id)
+                .bind(&filter.client_id)
+                .bind(now_ms)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(changed)
+    }
+
     /// Revokes a session (the whole refresh-token family) and forgets its upstream tokens.
     pub async fn revoke_session(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
         const SQL: &str = "UPDATE oauth_sessions SET revoked_at_ms = $2, upstream_access = NULL, upstream_refresh = NULL \
@@ -475,6 +542,15 @@ impl Store {
     }
 
     /// Pushes the session's end out after a successful refresh (sliding refresh-token lifetime).
+    /// Replaces a session's granted scope (only ever narrower: the caller checks).
+    pub async fn set_session_scope(&self, id: &str, scope: &str) -> Result<(), StoreError> {
+        const SQL: &str = "UPDATE oauth_sessions SET scope = $2 WHERE id = $1";
+        with_pool!(self, pool => {
+            sqlx::query(SQL).bind(id).bind(scope).execute(pool).await?;
+        });
+        Ok(())
+    }
+
     pub async fn extend_session(&self, id: &str, expires_at_ms: i64) -> Result<(), StoreError> {
         const SQL: &str =
             "UPDATE oauth_sessions SET expires_at_ms = $2 WHERE id = $1 AND revoked_at_ms IS NULL";

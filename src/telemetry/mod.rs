@@ -133,6 +133,8 @@ pub struct ToolLabels {
     pub outcome: &'static str,
     /// `METHOD /template` for `execute` (a bounded set: the index's operations), empty otherwise.
     pub operation: String,
+    /// The session's effective access (`read-only`, `full-access`): for OAuth sessions, what the grant allows.
+    pub access: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -213,7 +215,7 @@ impl Metrics {
         );
         registry.register(
             "tool_calls",
-            "MCP tool calls by tool, outcome and operation",
+            "MCP tool calls by tool, outcome, operation and the session's access",
             tool_calls.clone(),
         );
         registry.register(
@@ -255,12 +257,19 @@ impl Metrics {
         }
     }
 
-    pub fn tool_call(&self, tool: &'static str, outcome: &'static str, operation: &str) {
+    pub fn tool_call(
+        &self,
+        tool: &'static str,
+        outcome: &'static str,
+        operation: &str,
+        access: &'static str,
+    ) {
         self.tool_calls
             .get_or_create(&ToolLabels {
                 tool,
                 outcome,
                 operation: operation.to_owned(),
+                access,
             })
             .inc();
     }

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// Lowest first.
-const LAYERS: [&str; 16] = [
+const LAYERS: [&str; 17] = [
     "secret",
     "core",
     "error",
@@ -23,6 +23,7 @@ const LAYERS: [&str; 16] = [
     "feedback",
     "mcp",
     "http",
+    "admin",
 ];
 
 fn source_files(dir: &Path, out: &mut Vec<PathBuf>) {

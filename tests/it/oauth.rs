@@ -14,6 +14,8 @@
 
 use crate::common;
 
+mod access;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -389,6 +391,7 @@ impl Server {
         )
     }
 
+    /// The person's answer on the consent page; approving chooses full access (see `decide_with_access`).
     async fn decide(
         &self,
         request_id: &str,
@@ -396,14 +399,30 @@ impl Server {
         cookie: &str,
         decision: &str,
     ) -> reqwest::Response {
+        self.decide_with_access(request_id, csrf, cookie, decision, Some("full-access"))
+            .await
+    }
+
+    async fn decide_with_access(
+        &self,
+        request_id: &str,
+        csrf: &str,
+        cookie: &str,
+        decision: &str,
+        access: Option<&str>,
+    ) -> reqwest::Response {
+        let mut form = vec![
+            ("request_id", request_id),
+            ("csrf_token", csrf),
+            ("decision", decision),
+        ];
+        if let Some(access) = access {
+            form.push(("access", access));
+        }
         self.http
             .post(format!("{}/authorize", self.base))
             .header("cookie", cookie)
-            .form(&[
-                ("request_id", request_id),
-                ("csrf_token", csrf),
-                ("decision", decision),
-            ])
+            .form(&form)
             .send()
             .await
             .unwrap()
@@ -578,7 +597,10 @@ async fn challenge_and_discovery_documents_point_at_this_origin() {
             )),
             "{challenge}"
         );
-        assert!(challenge.contains("scope=\"read write\""), "{challenge}");
+        assert!(
+            challenge.contains("scope=\"polytomic:read polytomic:write\""),
+            "{challenge}"
+        );
     }
     for path in [
         "/.well-known/oauth-protected-resource/mcp",
@@ -592,7 +614,10 @@ async fn challenge_and_discovery_documents_point_at_this_origin() {
             .unwrap();
         assert_eq!(prm["resource"], mcp_url, "{path}");
         assert_eq!(prm["authorization_servers"], json!([issuer]));
-        assert_eq!(prm["scopes_supported"], json!(["read", "write"]));
+        assert_eq!(
+            prm["scopes_supported"],
+            json!(["polytomic:read", "polytomic:write"])
+        );
     }
     let response = reqwest::get(format!("{issuer}/.well-known/oauth-authorization-server"))
         .await
@@ -772,7 +797,7 @@ async fn full_flow_register_consent_sign_in_call_refresh_reuse_and_revoke() {
     assert!(refresh.starts_with("pmcp_rt_"));
     assert_eq!(issued["token_type"], "Bearer");
     assert_eq!(issued["expires_in"], 3600);
-    assert_eq!(issued["scope"], "read write");
+    assert_eq!(issued["scope"], "polytomic:read polytomic:write");
 
     // An MCP call with our token reaches Polytomic with the upstream token only.
     let client = mcp_client(&mcp_url, &access, &[]).await;

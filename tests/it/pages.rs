@@ -630,4 +630,3 @@ async fn the_search_recipe_of_a_list_the_server_can_follow_mentions_max_pages_wi
     assert!(structured(&events)["operation"]["pagination"]["whole_list"].is_null());
     assert!(!text_of(&events).contains("max_pages"));
 }
-

@@ -669,11 +669,11 @@ async fn health_readiness_and_metrics() {
         .await
         .unwrap();
     assert!(
-        metrics.contains(r#"polytomic_mcp_tool_calls_total{tool="execute",outcome="ok",operation="GET /api/me"} 1"#),
+        metrics.contains(r#"polytomic_mcp_tool_calls_total{tool="execute",outcome="ok",operation="GET /api/me",access="full-access"} 1"#),
         "{metrics}"
     );
     assert!(metrics.contains(
-        r#"polytomic_mcp_tool_calls_total{tool="execute",outcome="error",operation=""} 1"#
+        r#"polytomic_mcp_tool_calls_total{tool="execute",outcome="error",operation="",access="full-access"} 1"#
     ));
     assert!(metrics.contains("polytomic_mcp_upstream_request_duration_seconds_bucket"));
     assert!(metrics.contains("polytomic_mcp_http_requests_total"));

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use polytomic_mcp::store::oauth::{SessionFilter, SessionRow};
 use polytomic_mcp::store::{FeedbackRecord, Store};
 
 fn record(id: &str, category: &str, at: i64) -> FeedbackRecord {
@@ -122,4 +123,142 @@ async fn oauth_purge_statements_run_on_every_backend() {
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
+}
+
+fn session(id: &str, user: &str, client: &str, scope: &str, now: i64) -> SessionRow {
+    SessionRow {
+        id: id.to_owned(),
+        client_id: client.to_owned(),
+        user_id: user.to_owned(),
+        organization_id: Some("org-1".into()),
+        scope: Some(scope.to_owned()),
+        upstream_access: Some("sealed".into()),
+        upstream_refresh: None,
+        upstream_expires_at_ms: None,
+        created_at_ms: now,
+        expires_at_ms: now + 60_000,
+        revoked_at_ms: None,
+    }
+}
+
+#[tokio::test]
+async fn sessions_are_listed_narrowed_and_revoked_by_person_or_client_on_every_backend() {
+    for (name, store, _dir) in backends().await {
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        let now = chrono::Utc::now().timestamp_millis();
+        let (alice, bob) = (format!("alice-{run}"), format!("bob-{run}"));
+        let (desktop, code) = (format!("desktop-{run}"), format!("code-{run}"));
+        let full = "polytomic:read polytomic:write";
+        for (id, user, client) in [
+            ("a1", &alice, &desktop),
+            ("a2", &alice, &code),
+            ("b1", &bob, &desktop),
+        ] {
+            store
+                .insert_session(&session(&format!("{id}-{run}"), user, client, full, now))
+                .await
+                .unwrap();
+        }
+        let by = |user: Option<&String>, client: Option<&String>| SessionFilter {
+            user_id: user.cloned(),
+            client_id: client.cloned(),
+            ..SessionFilter::default()
+        };
+        let alices = store
+            .list_sessions(&by(Some(&alice), None), now)
+            .await
+            .unwrap();
+        assert_eq!(alices.len(), 2, "{name}");
+        let on_desktop = store
+            .list_sessions(&by(None, Some(&desktop)), now)
+            .await
+            .unwrap();
+        assert_eq!(on_desktop.len(), 2, "{name}");
+
+        store
+            .set_session_scope(&format!("a1-{run}"), "polytomic:read")
+            .await
+            .unwrap();
+        let a1 = store
+            .get_session(&format!("a1-{run}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(a1.scope.as_deref(), Some("polytomic:read"), "{name}");
+
+        // An empty filter matches nothing; a filter revokes only what it names.
+        assert_eq!(
+            store
+                .revoke_sessions(&SessionFilter::default(), now)
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            store
+                .revoke_sessions(&by(Some(&alice), None), now)
+                .await
+                .unwrap(),
+            2,
+            "{name}"
+        );
+        assert_eq!(
+            store
+                .revoke_sessions(&by(Some(&alice), None), now)
+                .await
+                .unwrap(),
+            0,
+            "{name}"
+        );
+        let active = store
+            .list_sessions(&by(None, Some(&desktop)), now)
+            .await
+            .unwrap();
+        assert_eq!(
+            active
+                .iter()
+                .map(|s| s.user_id.as_str())
+                .collect::<Vec<_>>(),
+            [bob.as_str()]
+        );
+        let everything = SessionFilter {
+            include_inactive: true,
+            ..by(None, Some(&desktop))
+        };
+        let all = store.list_sessions(&everything, now).await.unwrap();
+        assert_eq!(all.len(), 2, "{name}");
+        let revoked = all.iter().find(|s| s.user_id == alice).unwrap();
+        assert!(
+            revoked.revoked_at_ms.is_some() && revoked.upstream_access.is_none(),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn grants_from_before_scopes_read_as_full_access_after_the_migration() {
+    // Migration 5 gives sessions stored with the upstream provider's scopes (or none) the full-access scope
+    // they were granted; a fresh database has nothing to convert, so write such a row and run it again.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/legacy.db", dir.path().display());
+    let store = Store::connect(&url).await.unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    store
+        .insert_session(&session("legacy", "u", "c", "read write", now))
+        .await
+        .unwrap();
+    let Store::Sqlite(pool) = &store else {
+        panic!("sqlite")
+    };
+    sqlx::query("DELETE FROM schema_migrations WHERE version = 5")
+        .execute(pool)
+        .await
+        .unwrap();
+    store.close().await;
+    let store = Store::connect(&url).await.unwrap();
+    let legacy = store.get_session("legacy").await.unwrap().unwrap();
+    assert_eq!(
+        legacy.scope.as_deref(),
+        Some("polytomic:read polytomic:write")
+    );
 }

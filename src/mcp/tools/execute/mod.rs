@@ -9,8 +9,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::parse_args;
-use crate::core::AuthMode;
+use crate::core::{AccessMode, AuthMode, Principal};
 use crate::mcp::{CallContext, ToolOutcome, tool_error, tool_success};
+use crate::oauth::scope::granting as scope_granting;
 use crate::openapi::KeyType;
 use crate::telemetry::UpstreamLabels;
 use crate::upstream::pages::MAX_PAGES;
@@ -161,7 +162,8 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> ToolOutcome {
                 PlanError::UnknownPath { .. } => "unknown_path",
                 _ => "invalid_request",
             };
-            return refused(ctx, &args.method, kind, error.to_string(), context);
+            let message = refusal_message(&error, ctx.principal);
+            return refused(ctx, &args.method, kind, message, context);
         }
     };
     let pagination = catalog
@@ -229,7 +231,7 @@ fn refused(
     message: String,
     context: Value,
 ) -> ToolOutcome {
-    tracing::info!(target: "audit", principal = %ctx.principal.fingerprint, method = %method.to_ascii_uppercase(), refused = kind, "execute refused");
+    tracing::info!(target: "audit", principal = %ctx.principal.fingerprint, access = %ctx.principal.access_mode, method = %method.to_ascii_uppercase(), refused = kind, "execute refused");
     tool_error(
         message.clone(),
         Some(json!({"error": message, "refused": kind, "context": context})),
@@ -263,6 +265,7 @@ fn record_call(
     tracing::info!(
         target: "audit",
         principal = %principal.fingerprint,
+        access = %principal.access_mode,
         org = principal.partner_org_id.as_deref().or(principal.organization_id.as_deref()).unwrap_or("-"),
         method = %planned.method,
         path = %planned.path_template,
@@ -342,6 +345,19 @@ fn rate_limit_of(headers: &http::HeaderMap) -> Map<String, Value> {
     rate_limit
 }
 
+/// The refusal for the agent. A read-only OAuth grant is the person's own choice at sign-in, so the way to
+/// write is theirs too: reconnect and choose full access (a header cannot widen a grant).
+fn refusal_message(error: &PlanError, principal: &Principal) -> String {
+    match (error, principal.grant) {
+        (PlanError::ReadOnly { method }, Some(AccessMode::ReadOnly)) => format!(
+            "refused: this sign-in was granted read-only access, so only GET and HEAD calls are allowed and nothing was sent to Polytomic. \
+             {method} changes data. Tell the user: to let you make changes, they must disconnect and reconnect the Polytomic MCP server \
+             and choose \"Full access\" on the consent page. Until then, use GET calls to inspect instead"
+        ),
+        _ => error.to_string(),
+    }
+}
+
 fn session_context(ctx: &CallContext<'_>) -> Value {
     let p = ctx.principal;
     let mut context = json!({
@@ -351,6 +367,9 @@ fn session_context(ctx: &CallContext<'_>) -> Value {
     });
     if let Some(org) = p.partner_org_id.as_deref().or(p.organization_id.as_deref()) {
         context["organization_id"] = json!(org);
+    }
+    if let Some(grant) = p.grant {
+        context["scope"] = json!(scope_granting(grant));
     }
     context
 }
