@@ -602,3 +602,12 @@ pub fn start_binary_logged(env: &[(&str, &str)]) -> (std::process::Child, String
     });
     (child, address, log)
 }
+
+/// The PostgreSQL server for the tests that need one. Those tests are `#[ignore]`d with the reason, so a plain
+/// `cargo test` reports them as ignored instead of passing without running; `.ci/run` runs them with
+/// `-- --ignored`, where a missing variable is a failure, not a skip.
+pub fn postgres_url() -> String {
+    std::env::var("POLYTOMIC_MCP_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!("POLYTOMIC_MCP_TEST_POSTGRES_URL is not set: this test needs a PostgreSQL server (e.g. postgres://postgres@127.0.0.1:5432/test)")
+    })
+}

@@ -153,22 +153,23 @@ fn the_index_reflects_key_types_pagination_and_bodies() {
     }
 }
 
-/// Polytomic's published document, when the shared reference folder is beside the checkout (as in CI).
-fn reference() -> Option<Value> {
+/// Polytomic's published document, from the shared reference folder beside the checkout (as on the team's
+/// machines and in `.ci/run`; the GitHub workflow has no such folder and skips this test by name).
+fn reference() -> Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../shared/openapi/polytomic-openapi.json"
     );
-    let text = std::fs::read_to_string(path).ok()?;
-    Some(serde_json::from_str(&text).unwrap())
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!("{path}: {e}; this test compares with Polytomic's published document beside the checkout")
+    });
+    serde_json::from_str(&text).unwrap()
 }
 
 #[test]
+#[ignore = "needs ../shared/openapi/polytomic-openapi.json beside the checkout; run `cargo test -- --ignored` (.ci/run does)"]
 fn structure_matches_polytomics_published_document() {
-    let Some(reference) = reference() else {
-        eprintln!("reference document not found beside the checkout; structure comparison skipped");
-        return;
-    };
+    let reference = reference();
     let ours = document();
     let ours_ops: BTreeSet<String> = operations(&ours).into_iter().map(|(k, _)| k).collect();
     let theirs = operations(&reference);

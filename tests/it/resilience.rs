@@ -490,11 +490,9 @@ async fn cuttable_proxy(target: &str) -> CuttableProxy {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set POLYTOMIC_MCP_TEST_POSTGRES_URL and run `cargo test -- --ignored` (.ci/run does)"]
 async fn when_the_database_goes_away_readiness_fails_api_calls_work_and_feedback_is_refused() {
-    let Ok(pg) = std::env::var("POLYTOMIC_MCP_TEST_POSTGRES_URL") else {
-        eprintln!("POLYTOMIC_MCP_TEST_POSTGRES_URL not set; database outage test skipped");
-        return;
-    };
+    let pg = common::postgres_url();
     let url = url::Url::parse(&pg).unwrap();
     let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
     let proxy = cuttable_proxy(&target).await;
@@ -696,11 +694,9 @@ async fn hundreds_of_concurrent_clients_get_every_answer_with_bounded_memory() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL: set POLYTOMIC_MCP_TEST_POSTGRES_URL and run `cargo test -- --ignored` (.ci/run does)"]
 async fn two_replicas_on_one_postgres_serve_one_client_alternately() {
-    let Ok(pg) = std::env::var("POLYTOMIC_MCP_TEST_POSTGRES_URL") else {
-        eprintln!("POLYTOMIC_MCP_TEST_POSTGRES_URL not set; two-replica test skipped");
-        return;
-    };
+    let pg = common::postgres_url();
     let upstream = MockUpstream::start().await;
     let flags = ["--rate-limit-per-minute", "10", "--feedback-per-hour", "3"];
     let a = TestApp::spawn_on(upstream.clone(), pg.clone(), None, &flags).await;

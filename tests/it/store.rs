@@ -1,5 +1,5 @@
-//! The store's behaviour on both backends: SQLite always, PostgreSQL when
-//! `POLYTOMIC_MCP_TEST_POSTGRES_URL` is set (`.ci/run` sets it to the local server).
+//! The store's behaviour on both backends: each check runs on SQLite always, and on PostgreSQL
+//! (`POLYTOMIC_MCP_TEST_POSTGRES_URL`) when ignored tests are run, as `.ci/run` does.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -29,77 +29,91 @@ fn record(id: &str, category: &str, at: i64) -> FeedbackRecord {
     }
 }
 
-async fn backends() -> Vec<(String, Store, Option<tempfile::TempDir>)> {
+/// A fresh SQLite store in its own directory (kept alive by the returned guard).
+async fn sqlite() -> (Store, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = Store::connect(&format!("sqlite://{}/store.db", dir.path().display()))
+    let url = format!("sqlite://{}/store.db", dir.path().display());
+    (Store::connect(&url).await.unwrap(), url, dir)
+}
+
+async fn postgres() -> (Store, String) {
+    let url = crate::common::postgres_url();
+    (Store::connect(&url).await.unwrap(), url)
+}
+
+/// One test per backend for a check written once: `<name>_on_sqlite` always runs; `<name>_on_postgres` is
+/// ignored (with the reason) unless run with `--ignored`, as `.ci/run` does.
+macro_rules! on_every_backend {
+    ($name:ident, $check:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn on_sqlite() {
+                let (store, url, _dir) = super::sqlite().await;
+                super::$check(store, url, "sqlite").await;
+            }
+
+            #[tokio::test]
+            #[ignore = "needs PostgreSQL: set POLYTOMIC_MCP_TEST_POSTGRES_URL and run `cargo test -- --ignored` (.ci/run does)"]
+            async fn on_postgres() {
+                let (store, url) = super::postgres().await;
+                super::$check(store, url, "postgres").await;
+            }
+        }
+    };
+}
+
+on_every_backend!(
+    feedback_round_trips_and_lists_newest_first_on_every_backend,
+    check_feedback_round_trips
+);
+
+async fn check_feedback_round_trips(store: Store, _url: String, name: &str) {
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let now = chrono::Utc::now().timestamp_millis();
+    let a = record(&format!("fb_{run}_a"), "bug", now);
+    let b = record(&format!("fb_{run}_b"), "docs", now + 1);
+    store.insert_feedback(&a).await.unwrap();
+    store.insert_feedback(&b).await.unwrap();
+    assert_eq!(
+        store.get_feedback(&a.id).await.unwrap().as_ref(),
+        Some(&a),
+        "{name}"
+    );
+    assert_eq!(
+        store.get_feedback("fb_missing").await.unwrap(),
+        None,
+        "{name}"
+    );
+    let listed = store.list_feedback(Some(now), None, 1000).await.unwrap();
+    let ours: Vec<&str> = listed
+        .iter()
+        .filter(|r| r.id.contains(&run))
+        .map(|r| r.id.as_str())
+        .collect();
+    assert_eq!(ours, [b.id.as_str(), a.id.as_str()], "{name}: newest first");
+    let bugs = store
+        .list_feedback(Some(now), Some("bug"), 1000)
         .await
         .unwrap();
-    let mut out = vec![("sqlite".to_owned(), sqlite, Some(dir))];
-    match std::env::var("POLYTOMIC_MCP_TEST_POSTGRES_URL") {
-        Ok(url) => out.push((
-            "postgres".to_owned(),
-            Store::connect(&url).await.unwrap(),
-            None,
-        )),
-        Err(_) => {
-            eprintln!("POLYTOMIC_MCP_TEST_POSTGRES_URL not set: PostgreSQL store tests skipped")
-        }
-    }
-    out
+    assert!(
+        bugs.iter().all(|r| r.category == "bug") && bugs.iter().any(|r| r.id == a.id),
+        "{name}"
+    );
+    // A duplicate id is refused, not overwritten.
+    assert!(store.insert_feedback(&a).await.is_err(), "{name}");
+    assert!(store.ping().await, "{name}");
 }
 
-#[tokio::test]
-async fn feedback_round_trips_and_lists_newest_first_on_every_backend() {
-    for (name, store, _dir) in backends().await {
-        let run = uuid::Uuid::new_v4().simple().to_string();
-        let now = chrono::Utc::now().timestamp_millis();
-        let a = record(&format!("fb_{run}_a"), "bug", now);
-        let b = record(&format!("fb_{run}_b"), "docs", now + 1);
-        store.insert_feedback(&a).await.unwrap();
-        store.insert_feedback(&b).await.unwrap();
-        assert_eq!(
-            store.get_feedback(&a.id).await.unwrap().as_ref(),
-            Some(&a),
-            "{name}"
-        );
-        assert_eq!(
-            store.get_feedback("fb_missing").await.unwrap(),
-            None,
-            "{name}"
-        );
-        let listed = store.list_feedback(Some(now), None, 1000).await.unwrap();
-        let ours: Vec<&str> = listed
-            .iter()
-            .filter(|r| r.id.contains(&run))
-            .map(|r| r.id.as_str())
-            .collect();
-        assert_eq!(ours, [b.id.as_str(), a.id.as_str()], "{name}: newest first");
-        let bugs = store
-            .list_feedback(Some(now), Some("bug"), 1000)
-            .await
-            .unwrap();
-        assert!(
-            bugs.iter().all(|r| r.category == "bug") && bugs.iter().any(|r| r.id == a.id),
-            "{name}"
-        );
-        // A duplicate id is refused, not overwritten.
-        assert!(store.insert_feedback(&a).await.is_err(), "{name}");
-        assert!(store.ping().await, "{name}");
-    }
-}
+on_every_backend!(
+    migrations_are_idempotent_across_reconnects,
+    check_migrations_idempotent
+);
 
-#[tokio::test]
-async fn migrations_are_idempotent_across_reconnects() {
-    for (name, store, dir) in backends().await {
-        let url = match &dir {
-            Some(dir) => format!("sqlite://{}/store.db", dir.path().display()),
-            None => std::env::var("POLYTOMIC_MCP_TEST_POSTGRES_URL").unwrap(),
-        };
-        store.close().await;
-        // Two concurrent connects race on the migration lock; both must succeed.
-        let (first, second) = tokio::join!(Store::connect(&url), Store::connect(&url));
-        assert!(first.is_ok() && second.is_ok(), "{name}");
-    }
+async fn check_migrations_idempotent(store: Store, url: String, name: &str) {
+    store.close().await;
+    // Two concurrent connects race on the migration lock; both must succeed.
+    let (first, second) = tokio::join!(Store::connect(&url), Store::connect(&url));
+    assert!(first.is_ok() && second.is_ok(), "{name}");
 }
 
 #[tokio::test]
@@ -111,18 +125,20 @@ async fn a_bad_database_url_names_the_variable() {
     );
 }
 
-#[tokio::test]
-async fn oauth_purge_statements_run_on_every_backend() {
-    for (name, store, _dir) in backends().await {
-        store
-            .purge_oauth(chrono::Utc::now().timestamp_millis())
-            .await
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        store
-            .purge_rate_limits(0)
-            .await
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-    }
+on_every_backend!(
+    oauth_purge_statements_run_on_every_backend,
+    check_purge_statements
+);
+
+async fn check_purge_statements(store: Store, _url: String, name: &str) {
+    store
+        .purge_oauth(chrono::Utc::now().timestamp_millis())
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    store
+        .purge_rate_limits(0)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
 }
 
 fn session(id: &str, user: &str, client: &str, scope: &str, now: i64) -> SessionRow {
@@ -141,98 +157,100 @@ fn session(id: &str, user: &str, client: &str, scope: &str, now: i64) -> Session
     }
 }
 
-#[tokio::test]
-async fn sessions_are_listed_narrowed_and_revoked_by_person_or_client_on_every_backend() {
-    for (name, store, _dir) in backends().await {
-        let run = uuid::Uuid::new_v4().simple().to_string();
-        let now = chrono::Utc::now().timestamp_millis();
-        let (alice, bob) = (format!("alice-{run}"), format!("bob-{run}"));
-        let (desktop, code) = (format!("desktop-{run}"), format!("code-{run}"));
-        let full = "polytomic:read polytomic:write";
-        for (id, user, client) in [
-            ("a1", &alice, &desktop),
-            ("a2", &alice, &code),
-            ("b1", &bob, &desktop),
-        ] {
-            store
-                .insert_session(&session(&format!("{id}-{run}"), user, client, full, now))
-                .await
-                .unwrap();
-        }
-        let by = |user: Option<&String>, client: Option<&String>| SessionFilter {
-            user_id: user.cloned(),
-            client_id: client.cloned(),
-            ..SessionFilter::default()
-        };
-        let alices = store
-            .list_sessions(&by(Some(&alice), None), now)
-            .await
-            .unwrap();
-        assert_eq!(alices.len(), 2, "{name}");
-        let on_desktop = store
-            .list_sessions(&by(None, Some(&desktop)), now)
-            .await
-            .unwrap();
-        assert_eq!(on_desktop.len(), 2, "{name}");
+on_every_backend!(
+    sessions_are_listed_narrowed_and_revoked_by_person_or_client_on_every_backend,
+    check_sessions
+);
 
+async fn check_sessions(store: Store, _url: String, name: &str) {
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let now = chrono::Utc::now().timestamp_millis();
+    let (alice, bob) = (format!("alice-{run}"), format!("bob-{run}"));
+    let (desktop, code) = (format!("desktop-{run}"), format!("code-{run}"));
+    let full = "polytomic:read polytomic:write";
+    for (id, user, client) in [
+        ("a1", &alice, &desktop),
+        ("a2", &alice, &code),
+        ("b1", &bob, &desktop),
+    ] {
         store
-            .set_session_scope(&format!("a1-{run}"), "polytomic:read")
+            .insert_session(&session(&format!("{id}-{run}"), user, client, full, now))
             .await
             .unwrap();
-        let a1 = store
-            .get_session(&format!("a1-{run}"))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(a1.scope.as_deref(), Some("polytomic:read"), "{name}");
-
-        // An empty filter matches nothing; a filter revokes only what it names.
-        assert_eq!(
-            store
-                .revoke_sessions(&SessionFilter::default(), now)
-                .await
-                .unwrap(),
-            0
-        );
-        assert_eq!(
-            store
-                .revoke_sessions(&by(Some(&alice), None), now)
-                .await
-                .unwrap(),
-            2,
-            "{name}"
-        );
-        assert_eq!(
-            store
-                .revoke_sessions(&by(Some(&alice), None), now)
-                .await
-                .unwrap(),
-            0,
-            "{name}"
-        );
-        let active = store
-            .list_sessions(&by(None, Some(&desktop)), now)
-            .await
-            .unwrap();
-        assert_eq!(
-            active
-                .iter()
-                .map(|s| s.user_id.as_str())
-                .collect::<Vec<_>>(),
-            [bob.as_str()]
-        );
-        let everything = SessionFilter {
-            include_inactive: true,
-            ..by(None, Some(&desktop))
-        };
-        let all = store.list_sessions(&everything, now).await.unwrap();
-        assert_eq!(all.len(), 2, "{name}");
-        let revoked = all.iter().find(|s| s.user_id == alice).unwrap();
-        assert!(
-            revoked.revoked_at_ms.is_some() && revoked.upstream_access.is_none(),
-            "{name}"
-        );
     }
+    let by = |user: Option<&String>, client: Option<&String>| SessionFilter {
+        user_id: user.cloned(),
+        client_id: client.cloned(),
+        ..SessionFilter::default()
+    };
+    let alices = store
+        .list_sessions(&by(Some(&alice), None), now)
+        .await
+        .unwrap();
+    assert_eq!(alices.len(), 2, "{name}");
+    let on_desktop = store
+        .list_sessions(&by(None, Some(&desktop)), now)
+        .await
+        .unwrap();
+    assert_eq!(on_desktop.len(), 2, "{name}");
+
+    store
+        .set_session_scope(&format!("a1-{run}"), "polytomic:read")
+        .await
+        .unwrap();
+    let a1 = store
+        .get_session(&format!("a1-{run}"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a1.scope.as_deref(), Some("polytomic:read"), "{name}");
+
+    // An empty filter matches nothing; a filter revokes only what it names.
+    assert_eq!(
+        store
+            .revoke_sessions(&SessionFilter::default(), now)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .revoke_sessions(&by(Some(&alice), None), now)
+            .await
+            .unwrap(),
+        2,
+        "{name}"
+    );
+    assert_eq!(
+        store
+            .revoke_sessions(&by(Some(&alice), None), now)
+            .await
+            .unwrap(),
+        0,
+        "{name}"
+    );
+    let active = store
+        .list_sessions(&by(None, Some(&desktop)), now)
+        .await
+        .unwrap();
+    assert_eq!(
+        active
+            .iter()
+            .map(|s| s.user_id.as_str())
+            .collect::<Vec<_>>(),
+        [bob.as_str()]
+    );
+    let everything = SessionFilter {
+        include_inactive: true,
+        ..by(None, Some(&desktop))
+    };
+    let all = store.list_sessions(&everything, now).await.unwrap();
+    assert_eq!(all.len(), 2, "{name}");
+    let revoked = all.iter().find(|s| s.user_id == alice).unwrap();
+    assert!(
+        revoked.revoked_at_ms.is_some() && revoked.upstream_access.is_none(),
+        "{name}"
+    );
 }
 
 #[tokio::test]
