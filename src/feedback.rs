@@ -408,6 +408,20 @@ fn csv_cell(value: &str) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn webhook_signature_matches_a_known_answer() {
+        // Computed outside this code base, from the documented format (Python:
+        // hmac.new(b"whsec-test-0123456789", b'1700000000.{"type":"polytomic_mcp.feedback"}', sha256)).
+        assert_eq!(
+            webhook_signature(
+                "whsec-test-0123456789",
+                1_700_000_000,
+                br#"{"type":"polytomic_mcp.feedback"}"#
+            ),
+            "sha256=b3a656d5126cb3c69caaf4631ee7edbcfb07a2cf5cede6c355b4e5cae3457827"
+        );
+    }
+
     fn call(at_ms: i64, n: usize) -> CallSummary {
         CallSummary {
             id: format!("c{n}"),

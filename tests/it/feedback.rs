@@ -457,13 +457,52 @@ async fn webhook_deliveries_are_signed_when_a_secret_is_set() {
         .parse()
         .unwrap();
     let signature = headers["x-polytomic-mcp-signature"].to_str().unwrap();
+    // Checked as a receiver would, from the documented format, not with the server's own function.
+    let signed = [timestamp.to_string().as_bytes(), b".", body.as_ref()].concat();
     assert_eq!(
         signature,
-        polytomic_mcp::feedback::webhook_signature(secret, timestamp, &body)
+        format!("sha256={}", hmac_sha256_hex(secret.as_bytes(), &signed))
     );
     assert_ne!(
         signature,
-        polytomic_mcp::feedback::webhook_signature("another-secret", timestamp, &body)
+        format!("sha256={}", hmac_sha256_hex(b"another-secret", &signed))
     );
     assert!((chrono::Utc::now().timestamp() - timestamp).abs() < 60);
+}
+
+/// HMAC-SHA256 (RFC 2104) written out over SHA-256, independent of the server's implementation.
+pub fn hmac_sha256_hex(key: &[u8], message: &[u8]) -> String {
+    hmac_sha256_bytes(key, message)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub fn hmac_sha256_bytes(key: &[u8], message: &[u8]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| block.iter().map(|b| b ^ byte).collect::<Vec<u8>>();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .to_vec()
+}
+
+#[test]
+fn the_test_hmac_agrees_with_rfc_4231() {
+    // RFC 4231 test case 2.
+    assert_eq!(
+        hmac_sha256_hex(b"Jefe", b"what do ya want for nothing?"),
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    );
 }

@@ -1385,7 +1385,19 @@ async fn tampered_or_foreign_tokens_are_refused() {
         assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
         assert!(challenge.contains("resource_metadata="), "{challenge}");
     }
-    // A token from another server (other signing key, other audience) is refused too.
+    // A token signed with another key, claims untouched, is refused (the signature check)…
+    let other_key = URL_SAFE_NO_PAD.encode(crate::feedback::hmac_sha256_bytes(
+        b"another signing key, 32 bytes or more",
+        format!("{}.{}", parts[0], parts[1]).as_bytes(),
+    ));
+    let response = raw_mcp(
+        &app.mcp_url(),
+        &format!("pmcp_at_{}.{}.{other_key}", parts[0], parts[1]),
+        &[],
+    )
+    .await;
+    assert_eq!(response.status(), 401);
+    // …and so is one from another server with the same signing key: another issuer and audience.
     let other = spawn(&[]).await;
     let (_, foreign) = signed_in(&other).await;
     let response = raw_mcp(
@@ -1587,7 +1599,25 @@ async fn one_flow_across_two_replicas_sharing_postgres() {
     // …and that replay revoked the session everywhere; sign in again for the rest.
     let code = sign_in(&server_b, &flow, &mcp_url).await;
     let issued2 = tokens(server_b.exchange(&flow, &code, &mcp_url).await).await;
-    let _ = issued;
+    // The first sign-in's tokens died with the replayed code, on both replicas.
+    let first_access = issued["access_token"].as_str().unwrap();
+    let public_host = format!("127.0.0.1:{public_port}");
+    for replica in [&a, &b] {
+        let url = format!("http://{}/mcp", replica.addr);
+        let refused = raw_mcp(&url, first_access, &[("host", &public_host)]).await;
+        assert_eq!(refused.status(), 401);
+        let live = raw_mcp(
+            &url,
+            issued2["access_token"].as_str().unwrap(),
+            &[("host", &public_host)],
+        )
+        .await;
+        assert_eq!(live.status(), 200);
+    }
+    let first_refresh = server_b
+        .refresh(&flow, issued["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(first_refresh.status(), 400);
     let access = issued2["access_token"].as_str().unwrap();
 
     // MCP calls through the balancer land on both replicas (a fresh connection each), and both accept the token.
