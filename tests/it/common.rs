@@ -96,6 +96,10 @@ impl MockUpstream {
             .route("/api/connections/{id}", get(stall))
             .route("/api/models", get(rate_limited))
             .route("/api/models/{id}", axum::routing::put(unprocessable))
+            // A redirect elsewhere (here, to a path of this mock that records whether anyone came), and an
+            // answer larger than a small response cap.
+            .route("/api/models/{id}/sample", get(redirect_away))
+            .route("/api/events_types", get(oversized))
             .fallback(any(echo))
             .layer(axum::middleware::from_fn_with_state(mock.clone(), record))
             .with_state(mock.clone());
@@ -383,6 +387,18 @@ async fn unprocessable() -> impl IntoResponse {
             json!({"status": 422, "message": "invalid model", "key": "validation", "metadata": {"field": "query"}}),
         ),
     )
+}
+
+async fn redirect_away() -> impl IntoResponse {
+    (
+        StatusCode::FOUND,
+        [(axum::http::header::LOCATION, "/api/redirected-here")],
+    )
+}
+
+/// 64 KiB of JSON.
+async fn oversized() -> impl IntoResponse {
+    axum::Json(json!({"data": vec!["x".repeat(1024); 64]}))
 }
 
 async fn echo(request: Request) -> impl IntoResponse {

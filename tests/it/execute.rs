@@ -321,3 +321,58 @@ async fn upstream_connections_are_reused_across_calls() {
 fn peers(requests: &[common::Recorded]) -> std::collections::BTreeSet<std::net::SocketAddr> {
     requests.iter().map(|r| r.peer.unwrap()).collect()
 }
+
+#[tokio::test]
+async fn upstream_redirects_are_not_followed_so_the_key_goes_nowhere_else() {
+    let app = TestApp::spawn().await;
+    let client = app.client(KEY, &[]).await;
+    let result = call(
+        &client,
+        "execute",
+        json!({"method": "GET", "path": "/api/models/m1/sample"}),
+    )
+    .await;
+    assert_eq!(result.structured_content.as_ref().unwrap()["status"], 302);
+    let paths: Vec<String> = app
+        .upstream
+        .requests()
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(
+        paths.contains(&"/api/models/m1/sample".to_owned()),
+        "{paths:?}"
+    );
+    assert!(
+        !paths.iter().any(|p| p == "/api/redirected-here"),
+        "followed: {paths:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_answer_over_the_size_cap_is_refused_with_advice() {
+    let app = TestApp::spawn_with(&["--max-upstream-response-bytes", "16384"]).await;
+    let client = app.client(KEY, &[]).await;
+    let result = call(
+        &client,
+        "execute",
+        json!({"method": "GET", "path": "/api/events_types"}),
+    )
+    .await;
+    assert_eq!(result.is_error, Some(true));
+    let text = text_of(&result);
+    assert!(
+        text.contains("too large") && text.contains("Narrow the call"),
+        "{text}"
+    );
+    // Under the cap the same call answers.
+    let roomy = TestApp::spawn().await;
+    let client = roomy.client(KEY, &[]).await;
+    let result = call(
+        &client,
+        "execute",
+        json!({"method": "GET", "path": "/api/events_types"}),
+    )
+    .await;
+    assert_ne!(result.is_error, Some(true), "{}", text_of(&result));
+}

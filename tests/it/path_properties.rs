@@ -168,7 +168,12 @@ fn every_template_filled_with_encoded_values_builds_a_safe_url_of_that_template(
                     path.push_str(segment);
                 }
             }
-            let call = Call { method, path: &path, query: None, body: None };
+            let call = Call {
+                method,
+                path: &path,
+                query: None,
+                body: None,
+            };
             if let Ok(planned) = plan(index(), &base(), FULL, call) {
                 assert_safe(&planned.url);
                 prop_assert_eq!(&planned.path_template, template);
@@ -177,5 +182,9 @@ fn every_template_filled_with_encoded_values_builds_a_safe_url_of_that_template(
             Ok(())
         })
         .unwrap();
-    assert!(accepted.get() >= 600, "only {} of 1000 cases were accepted", accepted.get());
+    assert!(
+        accepted.get() >= 600,
+        "only {} of 1000 cases were accepted",
+        accepted.get()
+    );
 }
