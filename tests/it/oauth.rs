@@ -16,6 +16,7 @@
 use crate::common;
 
 mod access;
+mod edges;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
