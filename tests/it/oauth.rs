@@ -17,6 +17,7 @@ use crate::common;
 
 mod access;
 mod edges;
+mod logs;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
