@@ -104,12 +104,9 @@ async fn no_key_token_code_or_secret_appears_in_any_log_line() {
         UPSTREAM_CLIENT_SECRET.to_owned(),
         SIGNING_KEY.to_owned(),
     ];
-    secrets.extend(
-        secret
-            .is_empty()
-            .then_some(None)
-            .unwrap_or(Some(secret.clone())),
-    );
+    if !secret.is_empty() {
+        secrets.push(secret.clone());
+    }
     // Our tokens' signed part alone (a JWT without its prefix) must not show either.
     secrets.push(access.trim_start_matches("pmcp_at_").to_owned());
     secrets.extend(provider.access_tokens.lock().unwrap().iter().cloned());
