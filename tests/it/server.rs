@@ -754,14 +754,21 @@ fn tiny_document(extra_path: &str) -> String {
 
 #[tokio::test]
 async fn a_url_index_is_refreshed_and_a_bad_refresh_keeps_the_old_one() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
     let document = Arc::new(Mutex::new(tiny_document("/api/gadgets")));
-    let served = document.clone();
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let (served, counted) = (document.clone(), fetches.clone());
     let doc_app = axum::Router::new().route(
         "/openapi.json",
         axum::routing::get(move || {
             let served = served.clone();
-            async move { served.lock().unwrap().clone() }
+            let counted = counted.clone();
+            async move {
+                let body = served.lock().unwrap().clone();
+                counted.fetch_add(1, Ordering::SeqCst);
+                body
+            }
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -770,38 +777,44 @@ async fn a_url_index_is_refreshed_and_a_bad_refresh_keeps_the_old_one() {
 
     let app = TestApp::spawn_with(&["--openapi", &doc_url, "--openapi-refresh-secs", "1"]).await;
     let client = app.client(KEY, &[]).await;
-    let paths = |result: rmcp::model::CallToolResult| -> Vec<String> {
-        result.structured_content.unwrap()["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["path"].as_str().unwrap().to_owned())
-            .collect()
-    };
-    assert!(
-        paths(call(&client, "search", json!({"query": "gadgets"})).await)
-            .contains(&"/api/gadgets".to_owned())
-    );
-
-    *document.lock().unwrap() = tiny_document("/api/widgets");
-    let mut refreshed = false;
-    for _ in 0..40 {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        if paths(call(&client, "search", json!({"query": "widgets"})).await)
-            .contains(&"/api/widgets".to_owned())
-        {
-            refreshed = true;
-            break;
+    let finds = |query: &'static str, path: &'static str| {
+        let client = &client;
+        async move {
+            call(client, "search", json!({"query": query}))
+                .await
+                .structured_content
+                .unwrap()["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["path"] == path)
         }
-    }
-    assert!(refreshed, "the new document was indexed");
+    };
+    // Waits (by the document server's count, not the clock) until the server has fetched `n` more times.
+    let fetched = |n: usize| {
+        let fetches = fetches.clone();
+        async move {
+            let target = fetches.load(Ordering::SeqCst) + n;
+            while fetches.load(Ordering::SeqCst) < target {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert!(finds("gadgets", "/api/gadgets").await);
 
-    *document.lock().unwrap() = "{ this is not json".to_owned();
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    // The loop fetches, indexes and swaps, then waits for its next tick: once three more fetches have begun
+    // since a change, the second of them (which certainly saw the change) has been applied.
+    *document.lock().unwrap() = tiny_document("/api/widgets");
+    fetched(3).await;
     assert!(
-        paths(call(&client, "search", json!({"query": "widgets"})).await)
-            .contains(&"/api/widgets".to_owned())
+        finds("widgets", "/api/widgets").await,
+        "the new document was indexed"
     );
+
+    // A bad document is refused and the index in service stays.
+    *document.lock().unwrap() = "{ this is not json".to_owned();
+    fetched(3).await;
+    assert!(finds("widgets", "/api/widgets").await);
     let ok = call(
         &client,
         "execute",
@@ -809,6 +822,14 @@ async fn a_url_index_is_refreshed_and_a_bad_refresh_keeps_the_old_one() {
     )
     .await;
     assert_ne!(ok.is_error, Some(true), "{}", text_of(&ok));
+
+    // …and the refresh loop survived it: the next good document is indexed too.
+    *document.lock().unwrap() = tiny_document("/api/sprockets");
+    fetched(3).await;
+    assert!(
+        finds("sprockets", "/api/sprockets").await,
+        "refreshing stopped after a bad document"
+    );
 }
 
 #[tokio::test]
