@@ -113,7 +113,29 @@ async fn check_migrations_idempotent(store: Store, url: String, name: &str) {
     store.close().await;
     // Two concurrent connects race on the migration lock; both must succeed.
     let (first, second) = tokio::join!(Store::connect(&url), Store::connect(&url));
-    assert!(first.is_ok() && second.is_ok(), "{name}");
+    let (first, second) = (first.unwrap(), second.unwrap());
+    // Each version is recorded once, and both connections work.
+    let versions: Vec<i64> = match &first {
+        Store::Sqlite(pool) => {
+            sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+                .fetch_all(pool)
+                .await
+                .unwrap()
+        }
+        Store::Postgres(pool) => {
+            sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+                .fetch_all(pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        versions,
+        (1..=versions.len() as i64).collect::<Vec<_>>(),
+        "{name}"
+    );
+    assert!(versions.len() >= 5, "{name}: {versions:?}");
+    assert!(first.ping().await && second.ping().await, "{name}");
 }
 
 #[tokio::test]
