@@ -65,8 +65,10 @@ async fn a_long_retry_after_is_handed_to_the_agent_with_rate_limit_headers() {
         json!({"method": "GET", "path": "/api/models"}),
     )
     .await;
+    // One upstream request (asserted below) and an answer well inside the 30 s Retry-After: the server did not
+    // sit out the wait. The bound is generous so a loaded machine cannot trip it.
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < Duration::from_secs(25),
         "no 30 s wait inside the server"
     );
     assert_eq!(result.is_error, Some(true));
@@ -89,8 +91,10 @@ async fn a_stalled_upstream_ends_in_a_clear_error_before_the_client_gives_up() {
         json!({"method": "GET", "path": "/api/connections/slow"}),
     )
     .await;
+    // The message proves the server's own timeout fired (the mock stalls for longer than this whole test's
+    // bound); the bound only catches a server that waited for the stall to end.
     let elapsed = started.elapsed();
-    assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
     assert_eq!(result.is_error, Some(true));
     let text = text_of(&result);
     assert!(
@@ -259,7 +263,7 @@ async fn an_unreachable_upstream_is_a_clear_tool_error_and_the_server_stays_up()
         "{text}"
     );
     assert!(
-        started.elapsed() < Duration::from_secs(4),
+        started.elapsed() < Duration::from_secs(20),
         "bounded by the timeout: {:?}",
         started.elapsed()
     );
