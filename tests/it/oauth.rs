@@ -1620,9 +1620,12 @@ async fn one_flow_across_two_replicas_sharing_postgres() {
     assert_ne!(result.is_error, Some(true), "{}", text_of(&result));
     client.cancel().await.unwrap();
 
-    // Refresh on one replica, reuse detected on the other.
+    // Refresh on one replica, reuse detected on the other. The new pair is used first: before that, the old
+    // refresh token coming back within the retry window is a retry, answered with the same pair.
     let refresh = issued2["refresh_token"].as_str().unwrap();
-    tokens(server_a.refresh(&flow, refresh).await).await;
+    let rotated = tokens(server_a.refresh(&flow, refresh).await).await;
+    let used = raw_mcp(&mcp_url, rotated["access_token"].as_str().unwrap(), &[]).await;
+    assert_eq!(used.status(), 200);
     assert_eq!(server_b.refresh(&flow, refresh).await.status(), 400);
     assert!(
         authorizations(&provider.requests(), "/api/me")
