@@ -193,10 +193,9 @@ impl Provider {
         if let Some(basic) = basic {
             request = request.header(http::header::AUTHORIZATION, format!("Basic {basic}"));
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| ProviderError::Failed(format!("revocation endpoint unreachable: {e}")))?;
+        let response = request.send().await.map_err(|e| {
+            ProviderError::Failed(format!("revocation endpoint unreachable: {}", causes(&e)))
+        })?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -317,6 +316,18 @@ impl Provider {
             })
         }
     }
+}
+
+/// An error with its causes (reqwest's own text stops at "error sending request").
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The RFC 7009 request body (built apart: the serializer is not `Send`, so it must not live across an await).

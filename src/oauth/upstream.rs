@@ -196,7 +196,11 @@ async fn renew(
                 }
             }
         }
-        first_look = false;
+        if first_look {
+            // Another call (here or on another replica) is renewing: wait for its result.
+            state.metrics.oauth_event("upstream_renewal_waited");
+            first_look = false;
+        }
         if Instant::now() + POLL >= deadline {
             tracing::warn!(
                 session_id,

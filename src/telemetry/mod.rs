@@ -209,7 +209,8 @@ impl Metrics {
         registry.register(
             "oauth_events",
             "OAuth sign-in events: refresh_retry, refresh_reuse, upstream_renewed, upstream_renewal_failed, \
-             upstream_rejected, upstream_grant_gone, upstream_revoked, upstream_revoke_failed",
+             upstream_renewal_waited, upstream_rejected, upstream_grant_gone, upstream_revoked, \
+             upstream_revoke_failed",
             oauth_events.clone(),
         );
         registry.register(
