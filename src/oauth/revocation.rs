@@ -19,6 +19,8 @@ pub(crate) enum EndReason {
     Reuse,
     /// A token was presented by a client it was not issued to, or a code failed its checks.
     Misuse,
+    /// The client deleted its registration (RFC 7592).
+    ClientDeleted,
 }
 
 impl EndReason {
@@ -27,6 +29,7 @@ impl EndReason {
             EndReason::ClientRevoked => "client_revoked",
             EndReason::Reuse => "reuse",
             EndReason::Misuse => "misuse",
+            EndReason::ClientDeleted => "client_deleted",
         }
     }
 }

@@ -498,6 +498,36 @@ async fn ending_a_sign_in_here_revokes_its_grant_at_polytomic() {
     signed_out(&app.mcp_url(), &text(&issued, "access_token")).await;
     revoked_upstream(&app, &upstream).await;
 
+    // The client deletes its registration (RFC 7592): its sign-ins go, here and at Polytomic.
+    let registered: Value = server
+        .register(json!({
+            "client_name": "Leaving Agent",
+            "redirect_uris": [LOOPBACK_REDIRECT],
+            "token_endpoint_auth_method": "none",
+            "application_type": "native"
+        }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let flow = Flow::new(
+        registered["client_id"].as_str().unwrap(),
+        "http://127.0.0.1:54321/callback",
+    );
+    let code = sign_in(&server, &flow, &app.mcp_url()).await;
+    let issued = tokens(server.exchange(&flow, &code, &app.mcp_url()).await).await;
+    let upstream = newest_upstream_refresh(&app);
+    let deleted = server
+        .http
+        .delete(registered["registration_client_uri"].as_str().unwrap())
+        .bearer_auth(registered["registration_access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    signed_out(&app.mcp_url(), &text(&issued, "access_token")).await;
+    revoked_upstream(&app, &upstream).await;
+
     // A provider that fails never holds up or undoes the revocation here.
     app.provider.revoke_fails.store(true, Ordering::SeqCst);
     let (flow, issued) = signed_in(&app).await;
@@ -514,7 +544,7 @@ async fn ending_a_sign_in_here_revokes_its_grant_at_polytomic() {
     assert_eq!(revoked.status(), 200);
     signed_out(&app.mcp_url(), &text(&issued, "access_token")).await;
     until(|| async { oauth_events(app.app.addr, "upstream_revoke_failed").await == 1 }).await;
-    assert_eq!(oauth_events(app.app.addr, "upstream_revoked").await, 2);
+    assert_eq!(oauth_events(app.app.addr, "upstream_revoked").await, 3);
     refused_with_invalid_grant(server.refresh(&flow, &text(&issued, "refresh_token")).await).await;
 }
 
