@@ -385,3 +385,36 @@ fn tokens<T: TokenResponse>(
         Err(RequestTokenError::Other(message)) => Err(ProviderError::Failed(message)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(body: &str) -> Vec<(String, String)> {
+        url::form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect()
+    }
+
+    #[test]
+    fn a_revocation_names_the_token_and_its_kind_and_a_public_client_names_itself() {
+        let token = Secret::new("up rt/1+&=".to_owned());
+        let public = revocation_form(&token, TokenKind::Refresh, Some(&"client-1".to_owned()));
+        assert_eq!(
+            parsed(&public),
+            [
+                ("token".to_owned(), "up rt/1+&=".to_owned()),
+                ("token_type_hint".to_owned(), "refresh_token".to_owned()),
+                ("client_id".to_owned(), "client-1".to_owned()),
+            ]
+        );
+        let confidential = revocation_form(&token, TokenKind::Access, None);
+        assert_eq!(
+            parsed(&confidential),
+            [
+                ("token".to_owned(), "up rt/1+&=".to_owned()),
+                ("token_type_hint".to_owned(), "access_token".to_owned()),
+            ]
+        );
+    }
+}
