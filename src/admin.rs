@@ -1,16 +1,19 @@
 //! Operator commands that read or change the store directly (`polytomic-mcp sessions …`): who connected
-//! which client with what access, and cutting a sign-in off. Output is for people (a table) or for scripts
-//! (JSON); values that came from clients are stripped of control characters before they reach a terminal.
+//! which client with what access, and cutting a sign-in off (and, with `POLYTOMIC_OAUTH_REVOKE_URL` set, its
+//! grant at Polytomic too). Output is for people (a table) or for scripts (JSON); values that came from
+//! clients are stripped of control characters before they reach a terminal.
 
 use std::fmt::Write as _;
 
 use serde_json::json;
 
-use crate::config::{OutputFormat, SessionsCommand};
+use crate::config::{Config, OutputFormat, SessionsCommand};
 use crate::core::{AccessMode, now_ms};
-use crate::oauth::scope;
+use crate::oauth::revocation::revoke_upstream;
+use crate::oauth::{Keys, Provider, scope};
 use crate::store::oauth::{SessionFilter, SessionRow};
 use crate::store::{Store, StoreError};
+use crate::upstream::Upstream;
 
 /// What a `sessions` command printed, and whether it found anything to act on.
 #[derive(Debug)]
@@ -19,8 +22,12 @@ pub struct Report {
     pub matched: u64,
 }
 
-/// Runs `polytomic-mcp sessions list|revoke`.
-pub async fn sessions(store: &Store, command: SessionsCommand) -> Result<Report, StoreError> {
+/// Runs `polytomic-mcp sessions list|revoke`. `config` names the upstream provider for revoking grants there.
+pub async fn sessions(
+    config: &Config,
+    store: &Store,
+    command: SessionsCommand,
+) -> Result<Report, StoreError> {
     let now = now_ms();
     match command {
         SessionsCommand::List {
@@ -62,12 +69,91 @@ pub async fn sessions(store: &Store, command: SessionsCommand) -> Result<Report,
                 client_id: client,
                 include_inactive: false,
             };
-            let revoked = store.revoke_sessions(&filter, now).await?;
-            Ok(Report {
-                matched: revoked,
-                text: format!("{revoked} sign-in(s) revoked\n"),
-            })
+            revoke(config, store, &filter, now).await
         }
+    }
+}
+
+/// Revokes each active session the filter names, here first and then its grant at the provider when
+/// `POLYTOMIC_OAUTH_REVOKE_URL` is set (a provider failure is reported, never undoes the revocation here).
+async fn revoke(
+    config: &Config,
+    store: &Store,
+    filter: &SessionFilter,
+    now: i64,
+) -> Result<Report, StoreError> {
+    if filter.session_id.is_none() && filter.user_id.is_none() && filter.client_id.is_none() {
+        return Ok(Report {
+            matched: 0,
+            text: "0 sign-in(s) revoked\n".into(),
+        });
+    }
+    let revoker = match &config.oauth.oauth_revoke_url {
+        Some(_) => Some(UpstreamRevoker::new(config, store).await),
+        None => None,
+    };
+    let mut revoked = 0u64;
+    let (mut upstream_ok, mut upstream_failed) = (0u64, Vec::new());
+    for session in store.list_sessions(filter, now).await? {
+        let Some(cleared) = store
+            .revoke_session_taking_upstream(&session.id, now)
+            .await?
+        else {
+            continue;
+        };
+        revoked += 1;
+        match &revoker {
+            Some(Ok(r)) => match revoke_upstream(&r.keys, &r.provider, &session.id, &cleared).await
+            {
+                Ok(()) => upstream_ok += 1,
+                Err(error) => upstream_failed.push(format!("{}: {error}", session.id)),
+            },
+            Some(Err(why)) => upstream_failed.push(format!("{}: {why}", session.id)),
+            None => {}
+        }
+    }
+    let mut text = format!("{revoked} sign-in(s) revoked\n");
+    if revoker.is_some() {
+        let _ = writeln!(text, "{upstream_ok} of {revoked} revoked at Polytomic too");
+        for failure in &upstream_failed {
+            let _ = writeln!(text, "  not revoked at Polytomic: {}", plain(failure));
+        }
+    }
+    Ok(Report {
+        matched: revoked,
+        text,
+    })
+}
+
+/// What revoking a grant at the provider needs: the key that decrypts the stored upstream tokens and the
+/// provider client. Built from the same settings as the server's.
+struct UpstreamRevoker {
+    keys: Keys,
+    provider: Provider,
+}
+
+impl UpstreamRevoker {
+    async fn new(config: &Config, store: &Store) -> Result<Self, String> {
+        let keys = Keys::load(
+            config.oauth.signing_key.as_ref(),
+            config.oauth.oauth_client_secret.as_ref(),
+            store,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let http = Upstream::new(&config.upstream, 4).map_err(|e| e.to_string())?;
+        let issuer = config
+            .http
+            .public_url(config.http.http_port)
+            .map_err(|e| format!("POLYTOMIC_MCP_PUBLIC_URL: {e}"))?;
+        let provider = Provider::from_config(
+            config,
+            issuer.as_str().trim_end_matches('/'),
+            &[],
+            http.http().clone(),
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(Self { keys, provider })
     }
 }
 

@@ -249,6 +249,9 @@ pub struct OAuthSettings {
     pub oauth_client_secret: Option<Secret>,
     #[arg(long, env = "POLYTOMIC_OAUTH_SCOPES")]
     pub oauth_scopes: Option<String>,
+    /// Upstream RFC 7009 revocation endpoint: when set, ending a sign-in here also revokes its Polytomic grant.
+    #[arg(long, env = "POLYTOMIC_OAUTH_REVOKE_URL", value_parser = parse_base_url)]
+    pub oauth_revoke_url: Option<Url>,
 
     /// Key for the tokens this server issues; generated once and kept in the store when unset.
     #[arg(long, env = "POLYTOMIC_MCP_SIGNING_KEY", hide_env_values = true)]
@@ -257,6 +260,12 @@ pub struct OAuthSettings {
     /// Lifetime of the OAuth access tokens this server issues, in seconds (refresh tokens last 30 days).
     #[arg(long, env = "POLYTOMIC_MCP_OAUTH_ACCESS_TOKEN_TTL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub oauth_access_token_ttl_secs: u64,
+
+    /// How long after a refresh the same refresh token, sent again by the same client before it used the new
+    /// pair, gets that pair again instead of ending the sign-in (a client retrying a lost answer), in seconds;
+    /// 0 treats every second use as theft.
+    #[arg(long, env = "POLYTOMIC_MCP_OAUTH_REFRESH_RETRY_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub oauth_refresh_retry_secs: u64,
 
     /// Development and tests only: accept `http://` loopback URLs as OAuth client metadata documents.
     #[arg(
@@ -395,6 +404,11 @@ impl StoreSettings {
 pub const MIN_SIGNING_KEY_LEN: usize = 32;
 
 impl OAuthSettings {
+    /// The refresh retry window in milliseconds (0: off).
+    pub fn refresh_retry_ms(&self) -> i64 {
+        i64::try_from(self.oauth_refresh_retry_secs.saturating_mul(1000)).unwrap_or(0)
+    }
+
     /// OAuth sign-in is on when the provider's authorize URL, token URL and client id are all set.
     pub fn enabled(&self) -> bool {
         self.oauth_authorize_url.is_some()
@@ -410,6 +424,9 @@ impl OAuthSettings {
         ];
         if parts.iter().any(|set| *set) && !parts.iter().all(|set| *set) {
             return Err("POLYTOMIC_OAUTH_AUTHORIZE_URL, POLYTOMIC_OAUTH_TOKEN_URL and POLYTOMIC_OAUTH_CLIENT_ID must be set together (OAuth is on only when all three are set)".into());
+        }
+        if self.oauth_revoke_url.is_some() && !self.enabled() {
+            return Err("POLYTOMIC_OAUTH_REVOKE_URL is set but OAuth is off: set POLYTOMIC_OAUTH_AUTHORIZE_URL, POLYTOMIC_OAUTH_TOKEN_URL and POLYTOMIC_OAUTH_CLIENT_ID too, or unset it".into());
         }
         if let Some(key) = &self.signing_key
             && key.expose().len() < MIN_SIGNING_KEY_LEN

@@ -132,12 +132,13 @@ async fn build(config: Config, bound_port: u16) -> Result<Services, StartError> 
         allowed_origins,
         rate_limiter,
     }));
+    let oauth = oauth.map(|oauth| OAuthState {
+        app: app.clone(),
+        oauth: Arc::new(oauth),
+    });
     Ok(Services {
-        oauth: oauth.map(|oauth| OAuthState {
-            app: app.clone(),
-            oauth: Arc::new(oauth),
-        }),
-        mcp: McpState::new(app.clone(), webhook.is_some()),
+        mcp: McpState::new(app.clone(), oauth.clone(), webhook.is_some()),
+        oauth,
         app,
         webhook,
     })

@@ -109,8 +109,10 @@ async fn sessions(
 ) -> anyhow::Result<ExitCode> {
     use std::io::Write as _;
     let revoking = matches!(action, SessionsCommand::Revoke { .. });
+    // Revoking may call the upstream provider over TLS.
+    polytomic_mcp::install_crypto_provider();
     let store = polytomic_mcp::store::Store::connect(&config.store.database_url).await?;
-    let report = polytomic_mcp::admin::sessions(&store, action).await?;
+    let report = polytomic_mcp::admin::sessions(config, &store, action).await?;
     store.close().await;
     std::io::stdout().lock().write_all(report.text.as_bytes())?;
     if revoking && report.matched == 0 {

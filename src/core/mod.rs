@@ -13,7 +13,7 @@ pub use modes::{
     ACCESS_MODE_HEADER, AUTH_MODE_HEADER, AccessMode, AuthMode, HeaderError, Modes,
     PARTNER_ORG_HEADER, parse_modes,
 };
-pub(crate) use principal::{Credential, Principal};
+pub(crate) use principal::{Credential, OAuthSession, Principal};
 
 /// The request id header: kept from the caller when sane, generated otherwise, echoed on every response
 /// and passed to tools for their log lines and feedback records.

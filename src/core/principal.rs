@@ -9,8 +9,27 @@ pub(crate) enum Credential {
     /// A Polytomic API key, sent on as the bearer token.
     ApiKey(Secret),
     /// An OAuth session: the client holds our token; upstream gets the session's Polytomic token, which
-    /// authentication decrypted (and refreshed if it was about to expire) for this request.
-    OAuth { upstream: Secret },
+    /// `execute` obtains (renewing it if needed) only when it calls Polytomic.
+    OAuth(OAuthSession),
+}
+
+/// What `execute` needs to obtain an OAuth session's Polytomic token: the session, and its upstream token as
+/// authentication read it from the store (still encrypted), so that a fresh one costs no second read.
+#[derive(Clone)]
+pub(crate) struct OAuthSession {
+    pub session_id: String,
+    /// The upstream access token, encrypted under the server's key.
+    pub sealed_upstream: Option<String>,
+    pub upstream_expires_at_ms: Option<i64>,
+}
+
+impl std::fmt::Debug for OAuthSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuthSession")
+            .field("session_id", &self.session_id)
+            .field("upstream_expires_at_ms", &self.upstream_expires_at_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An authenticated caller with its effective modes, inserted into request extensions by authentication.
@@ -28,13 +47,4 @@ pub(crate) struct Principal {
     pub organization_id: Option<String>,
     /// Stable, non-secret identifier of the credential for logs, metrics and feedback.
     pub fingerprint: String,
-}
-
-impl Principal {
-    pub(crate) fn upstream_bearer(&self) -> &Secret {
-        match &self.credential {
-            Credential::ApiKey(key) => key,
-            Credential::OAuth { upstream, .. } => upstream,
-        }
-    }
 }

@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use crate::core::{AccessMode, ClientInfo, Principal, REQUEST_ID_HEADER, now_ms};
 use crate::feedback::{CallOutcome, CallSummary, RecentCalls};
+use crate::oauth::OAuthState;
 use crate::ratelimit::OverLimit;
 use crate::state::{App, AppState};
 
@@ -31,11 +32,13 @@ plus `query` and `body`. Start with GET /api/me to learn who the user is and whi
 Before any write, run `execute` with `dry_run: true` and confirm with the user. Never guess paths. Use \
 `submit_mcp_feedback` when the server or API gets in your way.";
 
-/// What the tools work with: the shared infrastructure, the tool definitions (built once), each principal's
-/// recent calls (attached to its feedback), and whether feedback is delivered to a webhook.
+/// What the tools work with: the shared infrastructure, the OAuth server when it is on (`execute` obtains an
+/// OAuth session's Polytomic token through it), the tool definitions (built once), each principal's recent
+/// calls (attached to its feedback), and whether feedback is delivered to a webhook.
 #[derive(Debug)]
 pub struct McpInner {
     app: AppState,
+    oauth: Option<OAuthState>,
     tools: ToolSet,
     recent_calls: RecentCalls,
     feedback_webhook: bool,
@@ -46,9 +49,10 @@ pub struct McpInner {
 pub struct McpState(Arc<McpInner>);
 
 impl McpState {
-    pub fn new(app: AppState, feedback_webhook: bool) -> Self {
+    pub fn new(app: AppState, oauth: Option<OAuthState>, feedback_webhook: bool) -> Self {
         Self(Arc::new(McpInner {
             app,
+            oauth,
             tools: ToolSet::new(),
             recent_calls: RecentCalls::default(),
             feedback_webhook,
@@ -57,6 +61,10 @@ impl McpState {
 }
 
 impl McpState {
+    pub(crate) fn oauth(&self) -> Option<&OAuthState> {
+        self.0.oauth.as_ref()
+    }
+
     pub(crate) fn recent_calls(&self) -> &RecentCalls {
         &self.0.recent_calls
     }

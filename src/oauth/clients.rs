@@ -16,6 +16,7 @@ use url::Url;
 
 use super::OAuthState;
 use super::keys::{hash, same};
+use super::revocation::{EndReason, end_session};
 use super::{
     CLIENT_ID_PREFIX, CLIENT_SECRET_PREFIX, OAuth, OAuthError, REGISTRATION_TOKEN_PREFIX, now_ms,
     oauth_error,
@@ -24,7 +25,7 @@ use crate::core::{CappedReadError, read_capped};
 use crate::error::ApiError;
 use crate::store::Store;
 pub(crate) use crate::store::oauth::ClientKind;
-use crate::store::oauth::ClientRow;
+use crate::store::oauth::{ClientRow, SessionFilter};
 
 const MAX_REDIRECT_URIS: usize = 10;
 const MAX_URI_LEN: usize = 2000;
@@ -470,13 +471,26 @@ pub async fn read_registration(
     Ok((StatusCode::OK, no_store(), axum::Json(body)).into_response())
 }
 
-/// `DELETE /register/{client_id}` (RFC 7592 §2.3): the client and its sessions go.
+/// `DELETE /register/{client_id}` (RFC 7592 §2.3): the client and its sessions go (their grants at the
+/// provider too, when upstream revocation is on).
 pub async fn delete_registration(
     State(state): State<OAuthState>,
     Path(client_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     registered_client(&state, &client_id, &headers).await?;
+    let sessions = SessionFilter {
+        client_id: Some(client_id.clone()),
+        ..SessionFilter::default()
+    };
+    for session in state
+        .store
+        .list_sessions(&sessions, now_ms())
+        .await
+        .map_err(OAuthError::from)?
+    {
+        end_session(&state, &session.id, EndReason::ClientDeleted).await?;
+    }
     state
         .store
         .delete_client(&client_id, now_ms())

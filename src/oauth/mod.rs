@@ -3,8 +3,9 @@
 //! The server issues its own tokens and delegates the person's sign-in to Polytomic's OAuth provider
 //! (`POLYTOMIC_OAUTH_*`). A flow reads top-down:
 //! [`metadata`] (discovery) → [`clients`] (DCR, CIMD) → [`authorize`] (consent page, upstream redirect,
-//! callback) → [`token`] (codes, refresh rotation, revocation) → [`resource`] (checking a token on `/mcp`).
-//! Every piece of state lives in the store, so any replica can serve any step.
+//! callback) → [`token`] (codes, refresh rotation and retries, revocation) → [`resource`] (checking a token on
+//! `/mcp`) → [`upstream`] (the session's Polytomic token, for `execute`). [`revocation`] ends a sign-in here
+//! and at the provider. Every piece of state lives in the store, so any replica can serve any step.
 
 pub mod authorize;
 pub mod clients;
@@ -12,8 +13,10 @@ pub mod keys;
 pub mod metadata;
 pub mod provider;
 pub mod resource;
+pub mod revocation;
 pub mod scope;
 pub mod token;
+pub(crate) mod upstream;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -107,6 +110,8 @@ pub struct OAuth {
     pub keys: Keys,
     pub provider: Provider,
     pub access_ttl: Duration,
+    /// How long a used refresh token may come back as a retry (`POLYTOMIC_MCP_OAUTH_REFRESH_RETRY_SECS`).
+    refresh_retry_ms: i64,
     /// Test and development only: accept `http://` loopback client id URLs for metadata documents.
     pub cimd_allow_http_loopback: bool,
     cimd_http: reqwest::Client,
@@ -138,6 +143,7 @@ impl OAuth {
             clients::metadata_document_client(config.oauth.oauth_cimd_allow_http_loopback)?;
         tracing::info!(
             redirect_uri = %provider.redirect_uri,
+            upstream_revocation = provider.revokes(),
             signing_key = if config.oauth.signing_key.is_some() { "configured" } else { "stored" },
             "oauth sign-in on; the provider must allow this redirect URI"
         );
@@ -149,6 +155,7 @@ impl OAuth {
             keys,
             provider,
             access_ttl: Duration::from_secs(config.oauth.oauth_access_token_ttl_secs),
+            refresh_retry_ms: config.oauth.refresh_retry_ms(),
             cimd_allow_http_loopback: config.oauth.oauth_cimd_allow_http_loopback,
             cimd_http,
             last_purge_ms: AtomicI64::new(0),
@@ -169,6 +176,13 @@ impl OAuth {
         }
         if let Err(error) = store.purge_oauth(now).await {
             tracing::warn!(%error, "purging expired OAuth rows failed");
+        }
+        // A refresh token kept for a retry is no use once the window has passed.
+        if let Err(error) = store
+            .forget_refresh_successors(now - self.refresh_retry_ms)
+            .await
+        {
+            tracing::warn!(%error, "forgetting refresh tokens kept for retries failed");
         }
     }
 }

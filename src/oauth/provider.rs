@@ -1,10 +1,13 @@
 //! The upstream (Polytomic) OAuth provider, through the `oauth2` crate: the authorize redirect with our own
-//! PKCE, the code exchange, refreshes, and `GET /api/me` to learn who signed in. `oauth2` 5 is built for
-//! reqwest 0.12, so its requests go through a small adapter onto the server's one reqwest 0.13 client instead
-//! of pulling a second HTTP stack.
+//! PKCE, the code exchange, refreshes, and `GET /api/me` to learn who signed in; and, when
+//! `POLYTOMIC_OAUTH_REVOKE_URL` is set, RFC 7009 revocation of a grant. `oauth2` 5 is built for reqwest 0.12,
+//! so its requests go through a small adapter onto the server's one reqwest 0.13 client instead of pulling a
+//! second HTTP stack. Revocation is a plain form POST of our own: `oauth2` refuses any revocation URL that is
+//! not https, which would leave it untestable against a loopback provider.
 
 use std::time::Duration;
 
+use base64::Engine as _;
 use oauth2::basic::{BasicClient, BasicErrorResponseType};
 use oauth2::{
     AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
@@ -33,8 +36,32 @@ pub struct Provider {
     http: reqwest::Client,
     me_url: String,
     api_version: String,
+    /// The provider's RFC 7009 revocation endpoint, with the client credentials it is called with.
+    revocation: Option<Revocation>,
     /// `{PUBLIC_URL}/oauth/callback`: the redirect URI to register with the provider.
     pub redirect_uri: String,
+}
+
+struct Revocation {
+    url: Url,
+    client_id: String,
+    client_secret: Option<Secret>,
+}
+
+/// Which upstream token a revocation names (RFC 7009 `token_type_hint`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Access,
+    Refresh,
+}
+
+impl TokenKind {
+    fn hint(self) -> &'static str {
+        match self {
+            TokenKind::Access => "access_token",
+            TokenKind::Refresh => "refresh_token",
+        }
+    }
 }
 
 impl std::fmt::Debug for Provider {
@@ -109,14 +136,73 @@ impl Provider {
             "{}/api/me",
             config.upstream.base_url.as_str().trim_end_matches('/')
         );
+        let revocation = config.oauth.oauth_revoke_url.clone().map(|url| Revocation {
+            url,
+            client_id: client_id.clone(),
+            client_secret: config.oauth.oauth_client_secret.clone(),
+        });
         Ok(Self {
             client,
             scopes: scopes.to_vec(),
             http,
             me_url,
             api_version: config.upstream.api_version.clone(),
+            revocation,
             redirect_uri,
         })
+    }
+
+    /// Whether ending a sign-in here also revokes its grant at the provider.
+    pub fn revokes(&self) -> bool {
+        self.revocation.is_some()
+    }
+
+    /// RFC 7009: asks the provider to revoke `token` (and, for a refresh token, the grant behind it). The
+    /// client authenticates as at the token endpoint: HTTP Basic with the secret, or `client_id` in the body
+    /// for a public client. Nothing happens when no revocation endpoint is configured.
+    pub async fn revoke(&self, token: &Secret, kind: TokenKind) -> Result<(), ProviderError> {
+        let Some(revocation) = &self.revocation else {
+            return Ok(());
+        };
+        // RFC 6749 §2.3.1: a confidential client uses HTTP Basic, both halves form-urlencoded before base64 (as
+        // the token requests send them); a public client names itself in the body.
+        let basic = revocation.client_secret.as_ref().map(|secret| {
+            let encode =
+                |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                encode(&revocation.client_id),
+                encode(secret.expose())
+            ))
+        });
+        let body = revocation_form(
+            token,
+            kind,
+            basic.is_none().then_some(&revocation.client_id),
+        );
+        let mut request = self
+            .http
+            .post(revocation.url.clone())
+            .header(http::header::ACCEPT, "application/json")
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .timeout(PROVIDER_TIMEOUT)
+            .body(body);
+        if let Some(basic) = basic {
+            request = request.header(http::header::AUTHORIZATION, format!("Basic {basic}"));
+        }
+        let response = request.send().await.map_err(|e| {
+            ProviderError::Failed(format!("revocation endpoint unreachable: {}", causes(&e)))
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(ProviderError::Failed(format!(
+            "revocation endpoint answered {status}"
+        )))
     }
 
     /// Where to send the person's browser once they approved: the provider's authorize URL with our state
@@ -232,6 +318,29 @@ impl Provider {
     }
 }
 
+/// An error with its causes (reqwest's own text stops at "error sending request").
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The RFC 7009 request body (built apart: the serializer is not `Send`, so it must not live across an await).
+fn revocation_form(token: &Secret, kind: TokenKind, client_id: Option<&String>) -> String {
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    form.append_pair("token", token.expose())
+        .append_pair("token_type_hint", kind.hint());
+    if let Some(client_id) = client_id {
+        form.append_pair("client_id", client_id);
+    }
+    form.finish()
+}
+
 async fn read_capped(response: reqwest::Response) -> Result<Vec<u8>, String> {
     crate::core::read_capped(response, MAX_PROVIDER_RESPONSE)
         .await
@@ -274,5 +383,38 @@ fn tokens<T: TokenResponse>(
             "token endpoint answer not understood: {error}"
         ))),
         Err(RequestTokenError::Other(message)) => Err(ProviderError::Failed(message)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(body: &str) -> Vec<(String, String)> {
+        url::form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect()
+    }
+
+    #[test]
+    fn a_revocation_names_the_token_and_its_kind_and_a_public_client_names_itself() {
+        let token = Secret::new("up rt/1+&=".to_owned());
+        let public = revocation_form(&token, TokenKind::Refresh, Some(&"client-1".to_owned()));
+        assert_eq!(
+            parsed(&public),
+            [
+                ("token".to_owned(), "up rt/1+&=".to_owned()),
+                ("token_type_hint".to_owned(), "refresh_token".to_owned()),
+                ("client_id".to_owned(), "client-1".to_owned()),
+            ]
+        );
+        let confidential = revocation_form(&token, TokenKind::Access, None);
+        assert_eq!(
+            parsed(&confidential),
+            [
+                ("token".to_owned(), "up rt/1+&=".to_owned()),
+                ("token_type_hint".to_owned(), "access_token".to_owned()),
+            ]
+        );
     }
 }

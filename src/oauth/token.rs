@@ -1,6 +1,11 @@
 //! `/token` (authorization code with PKCE, refresh with rotation and reuse detection) and `/revoke`
 //! (RFC 7009), plus the access token format: `pmcp_at_` followed by an HS256 JWT (RFC 9068 claims) whose
 //! audience is the MCP URL.
+//!
+//! A refresh token that comes back after it was used ends the sign-in (it leaked, or a thief raced the
+//! client), except for an honest retry: the same client, within `POLYTOMIC_MCP_OAUTH_REFRESH_RETRY_SECS` of the
+//! first use, before the pair that use produced was used. A client whose answer was lost on the way gets that
+//! pair again (the same refresh token, a freshly signed access token for it) instead of losing the sign-in.
 
 use std::collections::HashMap;
 
@@ -17,13 +22,16 @@ use serde_json::json;
 use super::OAuthState;
 use super::clients::{self, Client, ClientError, no_store};
 use super::keys::{hash, pkce_s256, same};
+use super::revocation::{EndReason, end_session};
 use super::scope;
 use super::{
     ACCESS_TOKEN_PREFIX, OAuth, OAuthError, REFRESH_TOKEN_PREFIX, REFRESH_TTL_MS, now_ms,
     oauth_error,
 };
 use crate::error::ApiError;
+use crate::secret::Secret;
 use crate::store::oauth::{Consumed, SessionRow};
+use crate::store::oauth_rotation::{NewRefreshToken, Rotation, RotationRefusal, UsedRefresh};
 
 const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 
@@ -39,6 +47,10 @@ pub struct AccessClaims {
     pub client_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// The token pair this access token was issued with; its first use on `/mcp` ends the retry window of
+    /// the refresh that produced it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pair: Option<String>,
     pub iat: i64,
     pub exp: i64,
     pub jti: String,
@@ -172,9 +184,12 @@ pub async fn token(
         ));
     }
     let now = now_ms();
-    let session = match grant_type {
-        "authorization_code" => redeem_code(&state, &client, &params, now).await?,
-        "refresh_token" => rotate_refresh_token(&state, &client, &params, now).await?,
+    let body = match grant_type {
+        "authorization_code" => {
+            let session = redeem_code(&state, &client, &params, now).await?;
+            issue_first_pair(oauth, &state, &session, now).await?
+        }
+        "refresh_token" => refresh(&state, &client, &params, now).await?,
         other => {
             return Err(oauth_error(
                 StatusCode::BAD_REQUEST,
@@ -185,7 +200,6 @@ pub async fn token(
             ));
         }
     };
-    let body = issue_tokens(oauth, &state, &session, now).await?;
     Ok((StatusCode::OK, no_store(), axum::Json(body)).into_response())
 }
 
@@ -210,11 +224,7 @@ async fn redeem_code(
         Consumed::Reused { session_id } => {
             // RFC 6749 §4.1.2: a code used twice may have leaked; what it granted goes too.
             tracing::warn!(client_id = %client.id, "oauth authorization code reused; session revoked");
-            state
-                .store
-                .revoke_session(&session_id, now)
-                .await
-                .map_err(OAuthError::from)?;
+            end_session(state, &session_id, EndReason::Reuse).await?;
             return Err(invalid_grant("the authorization code was already used"));
         }
         Consumed::Unknown => return Err(invalid_grant("the authorization code is not valid")),
@@ -236,11 +246,7 @@ async fn redeem_code(
     };
     if let Some(description) = problem {
         // The code is spent either way; the session it would have opened goes with it.
-        state
-            .store
-            .revoke_session(&row.session_id, now)
-            .await
-            .map_err(OAuthError::from)?;
+        end_session(state, &row.session_id, EndReason::Misuse).await?;
         return Err(invalid_grant(description));
     }
     let session = state
@@ -253,73 +259,151 @@ async fn redeem_code(
     Ok(session)
 }
 
-async fn rotate_refresh_token(
+/// `grant_type=refresh_token`: rotation, an honest retry answered with the same pair, or reuse ending the
+/// sign-in.
+async fn refresh(
     state: &OAuthState,
     client: &Client,
     params: &HashMap<String, String>,
     now: i64,
-) -> Result<SessionRow, ApiError> {
+) -> Result<serde_json::Value, ApiError> {
+    let oauth = &*state.oauth;
     let token = param(params, "refresh_token")
         .ok_or_else(|| invalid_request("refresh_token is required"))?;
     let asked = param(params, "scope");
+    let parent_hash = hash(token);
     // A scope the grant does not cover is refused before the refresh token is spent, so the client can
     // retry without it.
     if asked.is_some() {
-        check_refresh_scope(state, &hash(token), asked).await?;
+        check_refresh_scope(state, &parent_hash, asked).await?;
     }
-    let row = match state
+    let refresh = oauth.keys.token(REFRESH_TOKEN_PREFIX)?;
+    let successor = NewRefreshToken {
+        token_hash: hash(&refresh),
+        pair_id: new_pair_id(),
+        expires_at_ms: now + REFRESH_TTL_MS,
+    };
+    let sealed = oauth.keys.encrypt(&refresh, &successor_aad(&parent_hash))?;
+    let rotation = state
         .store
-        .consume_refresh_token(&hash(token), now)
+        .rotate_refresh_token(
+            &parent_hash,
+            &client.id,
+            &successor,
+            &sealed,
+            now + REFRESH_TTL_MS,
+            now,
+        )
         .await
-        .map_err(OAuthError::from)?
-    {
-        Consumed::Fresh(row) => row,
-        Consumed::Reused { session_id } => {
-            // A rotated-out token came back: either the client or a thief holds a copy. End the whole family.
-            tracing::warn!(client_id = %client.id, "oauth refresh token reused; session revoked");
-            state
-                .store
-                .revoke_session(&session_id, now)
-                .await
-                .map_err(OAuthError::from)?;
-            return Err(invalid_grant(
-                "the refresh token was already used; sign in again",
-            ));
+        .map_err(OAuthError::from)?;
+    let session = match rotation {
+        Rotation::Rotated(session) => session,
+        Rotation::Reused(used) => {
+            return retry_or_end(state, client, &parent_hash, used, asked, now).await;
         }
-        Consumed::Unknown => {
+        Rotation::Refused { session_id, reason } => {
+            return Err(match reason {
+                RotationRefusal::SessionEnded => {
+                    invalid_grant("the sign-in was revoked or has expired; sign in again")
+                }
+                RotationRefusal::Expired => {
+                    invalid_grant("the refresh token has expired; sign in again")
+                }
+                RotationRefusal::OtherClient => {
+                    end_session(state, &session_id, EndReason::Misuse).await?;
+                    invalid_grant("the refresh token was issued to another client")
+                }
+            });
+        }
+        Rotation::Unknown => {
             return Err(invalid_grant(
                 "the refresh token is not valid; sign in again",
             ));
         }
     };
-    let session = state
+    let session = narrow_to_request(state, session, asked).await?;
+    token_response(oauth, &session, &refresh, &successor.pair_id, now)
+}
+
+/// A used refresh token came back: the pair it produced once more when this is an honest retry, otherwise
+/// the end of the sign-in (either the client or a thief holds a copy).
+async fn retry_or_end(
+    state: &OAuthState,
+    client: &Client,
+    parent_hash: &str,
+    used: UsedRefresh,
+    asked: Option<&str>,
+    now: i64,
+) -> Result<serde_json::Value, ApiError> {
+    if let Some((session, refresh, pair_id)) =
+        retried_pair(state, client, parent_hash, &used, now).await?
+    {
+        state.metrics.oauth_event("refresh_retry");
+        tracing::info!(client_id = %client.id, session_id = %session.id, "oauth refresh retried; the pair it produced is sent again");
+        let session = narrow_to_request(state, session, asked).await?;
+        return token_response(&state.oauth, &session, refresh.expose(), &pair_id, now);
+    }
+    state.metrics.oauth_event("refresh_reuse");
+    tracing::warn!(client_id = %client.id, "oauth refresh token reused; session revoked");
+    end_session(state, &used.session_id, EndReason::Reuse).await?;
+    Err(invalid_grant(
+        "the refresh token was already used; sign in again",
+    ))
+}
+
+/// The session, refresh token and pair id to answer a retry with, when the reuse is one: the same client,
+/// within the retry window of the first use, and the pair that use produced still the newest and unused.
+async fn retried_pair(
+    state: &OAuthState,
+    client: &Client,
+    parent_hash: &str,
+    used: &UsedRefresh,
+    now: i64,
+) -> Result<Option<(SessionRow, Secret, String)>, ApiError> {
+    let window = state.config.oauth.refresh_retry_ms();
+    let (Some(used_at), Some(pair_id), Some(sealed)) = (
+        used.used_at_ms,
+        used.successor_pair.as_deref(),
+        used.successor_sealed.as_deref(),
+    ) else {
+        return Ok(None);
+    };
+    if window == 0 || now > used_at.saturating_add(window) {
+        return Ok(None);
+    }
+    let Some((session, pair)) = state
         .store
-        .get_session(&row.session_id)
+        .get_session_and_pair(&used.session_id)
         .await
         .map_err(OAuthError::from)?
-        .filter(|s| s.revoked_at_ms.is_none() && s.expires_at_ms > now)
-        .ok_or_else(|| invalid_grant("the sign-in was revoked or has expired; sign in again"))?;
-    if row.expires_at_ms <= now {
-        return Err(invalid_grant(
-            "the refresh token has expired; sign in again",
-        ));
+    else {
+        return Ok(None);
+    };
+    let unused_newest = pair.pair_id.as_deref() == Some(pair_id) && pair.used_at_ms.is_none();
+    let live = session.revoked_at_ms.is_none() && session.expires_at_ms > now;
+    if !(unused_newest && live && session.client_id == client.id) {
+        return Ok(None);
     }
-    if session.client_id != client.id {
-        state
-            .store
-            .revoke_session(&session.id, now)
-            .await
-            .map_err(OAuthError::from)?;
-        return Err(invalid_grant(
-            "the refresh token was issued to another client",
-        ));
+    match state
+        .oauth
+        .keys
+        .decrypt(sealed, &successor_aad(parent_hash))
+    {
+        Ok(refresh) => Ok(Some((session, refresh, pair_id.to_owned()))),
+        Err(error) => {
+            tracing::warn!(%error, "the refresh token kept for a retry does not decrypt");
+            Ok(None)
+        }
     }
-    state
-        .store
-        .extend_session(&session.id, now + REFRESH_TTL_MS)
-        .await
-        .map_err(OAuthError::from)?;
-    narrow_to_request(state, session, asked).await
+}
+
+/// The encryption context of the refresh token a used refresh token produced: bound to that parent token.
+fn successor_aad(parent_hash: &str) -> String {
+    format!("refresh:{parent_hash}:successor")
+}
+
+fn new_pair_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 fn invalid_scope(description: String) -> ApiError {
@@ -373,21 +457,37 @@ async fn narrow_to_request(
     Ok(session)
 }
 
-/// A new access token and a new refresh token for `session`.
-async fn issue_tokens(
+/// The first pair of a session, after the authorization code.
+async fn issue_first_pair(
     oauth: &OAuth,
     state: &OAuthState,
     session: &SessionRow,
     now: i64,
 ) -> Result<serde_json::Value, ApiError> {
-    let ttl_secs = i64::try_from(oauth.access_ttl.as_secs()).unwrap_or(3600);
-    let access = sign_access_token(oauth, session, now / 1000, ttl_secs)?;
     let refresh = oauth.keys.token(REFRESH_TOKEN_PREFIX)?;
+    let first = NewRefreshToken {
+        token_hash: hash(&refresh),
+        pair_id: new_pair_id(),
+        expires_at_ms: now + REFRESH_TTL_MS,
+    };
     state
         .store
-        .insert_refresh_token(&hash(&refresh), &session.id, now, now + REFRESH_TTL_MS)
+        .insert_first_pair(&session.id, &first, now)
         .await
         .map_err(OAuthError::from)?;
+    token_response(oauth, session, &refresh, &first.pair_id, now)
+}
+
+/// The token response: a new access token for `session` in pair `pair_id`, with that pair's refresh token.
+fn token_response(
+    oauth: &OAuth,
+    session: &SessionRow,
+    refresh: &str,
+    pair_id: &str,
+    now: i64,
+) -> Result<serde_json::Value, ApiError> {
+    let ttl_secs = i64::try_from(oauth.access_ttl.as_secs()).unwrap_or(3600);
+    let access = sign_access_token(oauth, session, Some(pair_id), now / 1000, ttl_secs)?;
     let mut body = json!({
         "access_token": access,
         "token_type": "Bearer",
@@ -403,6 +503,7 @@ async fn issue_tokens(
 pub fn sign_access_token(
     oauth: &OAuth,
     session: &SessionRow,
+    pair: Option<&str>,
     now_secs: i64,
     ttl_secs: i64,
 ) -> Result<String, OAuthError> {
@@ -413,6 +514,7 @@ pub fn sign_access_token(
         sid: session.id.clone(),
         client_id: session.client_id.clone(),
         scope: session.scope.clone(),
+        pair: pair.map(str::to_owned),
         iat: now_secs,
         exp: now_secs + ttl_secs,
         jti: uuid::Uuid::new_v4().simple().to_string(),
@@ -502,12 +604,9 @@ pub async fn revoke(
             .await
             .map_err(OAuthError::from)?;
         // A client may revoke only its own tokens (RFC 7009 §2.1); for anyone else nothing happens.
-        if session.is_some_and(|s| s.client_id == client.id) {
-            state
-                .store
-                .revoke_session(&session_id, now_ms())
-                .await
-                .map_err(OAuthError::from)?;
+        if session.is_some_and(|s| s.client_id == client.id)
+            && end_session(&state, &session_id, EndReason::ClientRevoked).await?
+        {
             tracing::info!(client_id = %client.id, "oauth session revoked by the client");
         }
     }

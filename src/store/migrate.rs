@@ -35,6 +35,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0005_oauth_scopes.sql"),
         postgres: include_str!("../../migrations/postgres/0005_oauth_scopes.sql"),
     },
+    Migration {
+        version: 6,
+        sqlite: include_str!("../../migrations/sqlite/0006_oauth_refresh_retry.sql"),
+        postgres: include_str!("../../migrations/postgres/0006_oauth_refresh_retry.sql"),
+    },
 ];
 
 /// Arbitrary constant naming this application's migration lock in `pg_advisory_lock`.

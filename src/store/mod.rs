@@ -46,6 +46,7 @@ macro_rules! with_pool {
 pub(crate) use with_pool;
 
 pub mod oauth;
+pub mod oauth_rotation;
 
 /// A feedback record as stored.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

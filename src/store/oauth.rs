@@ -165,13 +165,6 @@ pub enum Consumed<T> {
     Unknown,
 }
 
-/// A refresh token that was just consumed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RefreshRow {
-    pub session_id: String,
-    pub expires_at_ms: i64,
-}
-
 /// Encrypted upstream tokens after a refresh.
 #[derive(Debug, Clone)]
 pub struct UpstreamTokens {
@@ -195,6 +188,8 @@ macro_rules! session_columns {
          upstream_expires_at_ms, created_at_ms, expires_at_ms, revoked_at_ms"
     };
 }
+
+pub(super) use session_columns;
 
 macro_rules! code_columns {
     () => {
@@ -488,13 +483,15 @@ impl Store {
         Ok(changed)
     }
 
-    /// Revokes a session (the whole refresh-token family) and forgets its upstream tokens.
+    /// Revokes a session (the whole refresh-token family) and forgets its upstream tokens and the refresh
+    /// token kept for a retry.
     pub async fn revoke_session(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
         const SQL: &str = "UPDATE oauth_sessions SET revoked_at_ms = $2, upstream_access = NULL, upstream_refresh = NULL \
                            WHERE id = $1 AND revoked_at_ms IS NULL";
         with_pool!(self, pool => {
-            sqlx::query(SQL).bind(id).bind(now_ms).execute(pool).await.map(|_| ())
-        })?;
+            sqlx::query(SQL).bind(id).bind(now_ms).execute(pool).await?;
+            sqlx::query(super::oauth_rotation::FORGET_SUCCESSORS).bind(id).execute(pool).await?;
+        });
         Ok(())
     }
 
@@ -514,25 +511,26 @@ impl Store {
         Ok(changed == 1)
     }
 
-    /// Saves refreshed upstream tokens and releases the lease.
+    /// Saves refreshed upstream tokens and releases the lease; false when the session was revoked meanwhile
+    /// (nothing is saved then).
     pub async fn store_upstream_tokens(
         &self,
         id: &str,
         tokens: &UpstreamTokens,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE oauth_sessions SET upstream_access = $2, upstream_refresh = COALESCE($3, upstream_refresh), \
                            upstream_expires_at_ms = $4, refresh_lease_until_ms = NULL WHERE id = $1 AND revoked_at_ms IS NULL";
-        with_pool!(self, pool => {
+        let changed = with_pool!(self, pool => {
             sqlx::query(SQL)
                 .bind(id)
                 .bind(&tokens.access)
                 .bind(&tokens.refresh)
                 .bind(tokens.expires_at_ms)
                 .execute(pool)
-                .await
-                .map(|_| ())
-        })?;
-        Ok(())
+                .await?
+                .rows_affected()
+        });
+        Ok(changed == 1)
     }
 
     pub async fn release_refresh_lease(&self, id: &str) -> Result<(), StoreError> {
@@ -615,45 +613,6 @@ impl Store {
         Ok(outcome)
     }
 
-    pub async fn insert_refresh_token(
-        &self,
-        token_hash: &str,
-        session_id: &str,
-        now_ms: i64,
-        expires_at_ms: i64,
-    ) -> Result<(), StoreError> {
-        const SQL: &str = "INSERT INTO oauth_refresh_tokens (token_hash, session_id, created_at_ms, expires_at_ms) \
-                           VALUES ($1, $2, $3, $4)";
-        with_pool!(self, pool => {
-            sqlx::query(SQL).bind(token_hash).bind(session_id).bind(now_ms).bind(expires_at_ms).execute(pool).await.map(|_| ())
-        })?;
-        Ok(())
-    }
-
-    /// Marks a refresh token used (rotation) and returns its session, or reports reuse.
-    pub async fn consume_refresh_token(
-        &self,
-        token_hash: &str,
-        now_ms: i64,
-    ) -> Result<Consumed<RefreshRow>, StoreError> {
-        const TAKE: &str = "UPDATE oauth_refresh_tokens SET used_at_ms = $2 WHERE token_hash = $1 AND used_at_ms IS NULL \
-                            RETURNING session_id, expires_at_ms";
-        const LOOKUP: &str = "SELECT session_id FROM oauth_refresh_tokens WHERE token_hash = $1";
-        let outcome = with_pool!(self, pool => {
-            match sqlx::query(TAKE).bind(token_hash).bind(now_ms).fetch_optional(pool).await? {
-                Some(row) => Consumed::Fresh(RefreshRow {
-                    session_id: row.try_get("session_id")?,
-                    expires_at_ms: row.try_get("expires_at_ms")?,
-                }),
-                None => match sqlx::query_scalar::<_, String>(LOOKUP).bind(token_hash).fetch_optional(pool).await? {
-                    Some(session_id) => Consumed::Reused { session_id },
-                    None => Consumed::Unknown,
-                },
-            }
-        });
-        Ok(outcome)
-    }
-
     /// The session a refresh token belongs to, used or not (for revocation).
     pub async fn refresh_token_session(
         &self,
@@ -714,7 +673,7 @@ where
     })
 }
 
-fn session_from_row<R>(row: &R) -> Result<SessionRow, sqlx::Error>
+pub(super) fn session_from_row<R>(row: &R) -> Result<SessionRow, sqlx::Error>
 where
     R: Row,
     for<'r> &'r str: sqlx::ColumnIndex<R>,

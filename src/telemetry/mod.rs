@@ -172,6 +172,13 @@ pub struct Metrics {
     pub feedback: Family<CategoryLabels, Counter>,
     pub rate_limited: Family<ScopeLabels, Counter>,
     pub load_shed: Counter,
+    pub oauth_events: Family<EventLabels, Counter>,
+}
+
+/// What happened to an OAuth sign-in (a bounded set of names, see [`Metrics::oauth_event`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub event: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -198,6 +205,14 @@ impl Metrics {
         let feedback = Family::<CategoryLabels, Counter>::default();
         let rate_limited = Family::<ScopeLabels, Counter>::default();
         let load_shed = Counter::default();
+        let oauth_events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "oauth_events",
+            "OAuth sign-in events: refresh_retry, refresh_reuse, upstream_renewed, upstream_renewal_failed, \
+             upstream_renewal_waited, upstream_rejected, upstream_grant_gone, upstream_revoked, \
+             upstream_revoke_failed",
+            oauth_events.clone(),
+        );
         registry.register(
             "rate_limited",
             "Requests over a rate limit, by scope (ip, principal)",
@@ -254,7 +269,14 @@ impl Metrics {
             feedback,
             rate_limited,
             load_shed,
+            oauth_events,
         }
+    }
+
+    pub fn oauth_event(&self, event: &'static str) {
+        self.oauth_events
+            .get_or_create(&EventLabels { event })
+            .inc();
     }
 
     pub fn tool_call(

@@ -1,7 +1,8 @@
 //! OAuth end to end over real sockets: a mock Polytomic OAuth provider (authorize redirects straight back with a
-//! code, the token endpoint checks PKCE and rotates refresh tokens, `/api/me` accepts only its own tokens), the
-//! server's discovery, registration, consent, callback, token and revocation endpoints, and MCP calls with the
-//! issued token through the rmcp client.
+//! code, the token endpoint checks PKCE and rotates refresh tokens, `/api/me` accepts only its own tokens,
+//! `/oauth/revoke` records RFC 7009 revocations; refreshes can be made to fail, hang or be refused, and a grant
+//! can be revoked at the provider), the server's discovery, registration, consent, callback, token and
+//! revocation endpoints, and MCP calls with the issued token through the rmcp client.
 //!
 //! Client ID Metadata Documents are served from a loopback listener in this file; the server accepts an
 //! `http://127.0.0.1` client id only with the hidden `--oauth-cimd-allow-http-loopback` flag, which these
@@ -17,6 +18,7 @@ use crate::common;
 
 mod access;
 mod edges;
+mod flaky;
 mod logs;
 
 use std::collections::HashMap;
@@ -58,6 +60,27 @@ struct Provider {
     counter: Arc<AtomicUsize>,
     /// `expires_in` of issued upstream access tokens.
     expires_in: Arc<AtomicUsize>,
+    /// How `grant_type=refresh_token` requests are answered.
+    refresh_mode: Arc<Mutex<RefreshMode>>,
+    /// Opens the gate that [`RefreshMode::Hold`] refreshes wait behind.
+    gate: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Revocation requests (RFC 7009): (token, token_type_hint, Authorization header).
+    revocations: Arc<Mutex<Vec<(String, String, String)>>>,
+    /// `/oauth/revoke` answers 503 when set.
+    revoke_fails: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// How the mock provider answers refreshes (sign-in itself always works).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum RefreshMode {
+    #[default]
+    Answer,
+    /// 503, as a provider in trouble.
+    Fail,
+    /// Wait until the test opens the gate (never, for a provider that hangs), then answer.
+    Hold,
+    /// `invalid_grant`, as for a grant revoked at the provider.
+    Refuse,
 }
 
 impl Provider {
@@ -68,6 +91,7 @@ impl Provider {
         let app = Router::new()
             .route("/oauth/authorize", get(provider_authorize))
             .route("/oauth/token", post(provider_token))
+            .route("/oauth/revoke", post(provider_revoke))
             .route("/api/me", get(provider_me))
             .fallback(any(|| async { StatusCode::NOT_FOUND }))
             .layer(axum::middleware::from_fn_with_state(
@@ -88,6 +112,41 @@ impl Provider {
 
     fn requests(&self) -> Vec<Recorded> {
         self.seen.lock().unwrap().clone()
+    }
+
+    fn set_refresh_mode(&self, mode: RefreshMode) {
+        *self.refresh_mode.lock().unwrap() = mode;
+    }
+
+    /// Lets held refreshes through.
+    fn open_gate(&self) {
+        self.gate.send_replace(true);
+    }
+
+    /// Revokes every grant at the provider: its access and refresh tokens stop working.
+    fn revoke_every_grant(&self) {
+        self.access_tokens.lock().unwrap().clear();
+        self.refresh_tokens.lock().unwrap().clear();
+    }
+
+    /// Polytomic stops accepting the access tokens it issued (the refresh tokens still work).
+    fn reject_access_tokens(&self) {
+        self.access_tokens.lock().unwrap().clear();
+    }
+
+    fn revocations(&self) -> Vec<(String, String, String)> {
+        self.revocations.lock().unwrap().clone()
+    }
+
+    /// Refresh requests received so far.
+    fn refreshes(&self) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| {
+                r.path == "/oauth/token"
+                    && String::from_utf8_lossy(&r.body).contains("grant_type=refresh_token")
+            })
+            .count()
     }
 
     fn next(&self, prefix: &str) -> String {
@@ -180,6 +239,22 @@ async fn provider_token(
             }
         }
         Some("refresh_token") => {
+            let mode = *provider.refresh_mode.lock().unwrap();
+            match mode {
+                RefreshMode::Answer => {}
+                RefreshMode::Fail => {
+                    return (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        axum::Json(json!({"error": "temporarily_unavailable"})),
+                    )
+                        .into_response();
+                }
+                RefreshMode::Refuse => return error("invalid_grant"),
+                RefreshMode::Hold => {
+                    let mut gate = provider.gate.subscribe();
+                    let _ = gate.wait_for(|open| *open).await;
+                }
+            }
             let mut tokens = provider.refresh_tokens.lock().unwrap();
             let Some(index) = tokens
                 .iter()
@@ -206,6 +281,40 @@ async fn provider_token(
         "expires_in": provider.expires_in.load(Ordering::SeqCst),
     }))
     .into_response()
+}
+
+/// RFC 7009: records the request and forgets the token (a refresh token's grant goes with it).
+async fn provider_revoke(
+    State(provider): State<Provider>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if provider.revoke_fails.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let token = form.get("token").cloned().unwrap_or_default();
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    provider.revocations.lock().unwrap().push((
+        token.clone(),
+        form.get("token_type_hint").cloned().unwrap_or_default(),
+        authorization,
+    ));
+    provider
+        .refresh_tokens
+        .lock()
+        .unwrap()
+        .retain(|t| *t != token);
+    provider
+        .access_tokens
+        .lock()
+        .unwrap()
+        .retain(|t| *t != token);
+    StatusCode::OK.into_response()
 }
 
 async fn provider_me(State(provider): State<Provider>, headers: HeaderMap) -> Response {
@@ -1651,9 +1760,12 @@ async fn one_flow_across_two_replicas_sharing_postgres() {
     assert_ne!(result.is_error, Some(true), "{}", text_of(&result));
     client.cancel().await.unwrap();
 
-    // Refresh on one replica, reuse detected on the other.
+    // Refresh on one replica, reuse detected on the other. The new pair is used first: before that, the old
+    // refresh token coming back within the retry window is a retry, answered with the same pair.
     let refresh = issued2["refresh_token"].as_str().unwrap();
-    tokens(server_a.refresh(&flow, refresh).await).await;
+    let rotated = tokens(server_a.refresh(&flow, refresh).await).await;
+    let used = raw_mcp(&mcp_url, rotated["access_token"].as_str().unwrap(), &[]).await;
+    assert_eq!(used.status(), 200);
     assert_eq!(server_b.refresh(&flow, refresh).await.status(), 400);
     assert!(
         authorizations(&provider.requests(), "/api/me")

@@ -4,6 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use polytomic_mcp::store::oauth::{SessionFilter, SessionRow};
+use polytomic_mcp::store::oauth_rotation::{
+    ClearedUpstream, NewRefreshToken, PairState, Rotation, RotationRefusal,
+};
 use polytomic_mcp::store::{FeedbackRecord, Store};
 
 fn record(id: &str, category: &str, at: i64) -> FeedbackRecord {
@@ -300,5 +303,183 @@ async fn grants_from_before_scopes_read_as_full_access_after_the_migration() {
     assert_eq!(
         legacy.scope.as_deref(),
         Some("polytomic:read polytomic:write")
+    );
+}
+
+on_every_backend!(
+    refresh_rotation_pairs_and_revocation_on_every_backend,
+    check_refresh_rotation
+);
+
+async fn check_refresh_rotation(store: Store, _url: String, name: &str) {
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let now = chrono::Utc::now().timestamp_millis();
+    let id = format!("rot-{run}");
+    let client = format!("client-{run}");
+    let mut row = session(&id, "u", &client, "polytomic:read", now);
+    row.upstream_refresh = Some("sealed-refresh".into());
+    store.insert_session(&row).await.unwrap();
+    let token = |n: u32| NewRefreshToken {
+        token_hash: format!("h{n}-{run}"),
+        pair_id: format!("p{n}-{run}"),
+        expires_at_ms: now + 60_000,
+    };
+    let pair_of = |store: &Store| {
+        let (store, id) = (store.clone(), id.clone());
+        async move { store.get_session_and_pair(&id).await.unwrap().unwrap().1 }
+    };
+
+    store.insert_first_pair(&id, &token(1), now).await.unwrap();
+    assert_eq!(
+        pair_of(&store).await,
+        PairState {
+            pair_id: Some(token(1).pair_id),
+            used_at_ms: None
+        },
+        "{name}"
+    );
+    store
+        .mark_pair_used(&id, &token(1).pair_id, now)
+        .await
+        .unwrap();
+    assert_eq!(pair_of(&store).await.used_at_ms, Some(now), "{name}");
+
+    // Rotation: the successor becomes the newest, unused pair and the session is extended.
+    let rotated = store
+        .rotate_refresh_token(
+            &token(1).token_hash,
+            &client,
+            &token(2),
+            "sealed-2",
+            now + 90_000,
+            now,
+        )
+        .await
+        .unwrap();
+    let Rotation::Rotated(session) = rotated else {
+        panic!("{name}: {rotated:?}")
+    };
+    assert_eq!(session.expires_at_ms, now + 90_000, "{name}");
+    assert_eq!(
+        pair_of(&store).await,
+        PairState {
+            pair_id: Some(token(2).pair_id),
+            used_at_ms: None
+        },
+        "{name}"
+    );
+
+    // The used token remembers what it produced; the kept secret goes once the window has passed.
+    let again = store
+        .rotate_refresh_token(
+            &token(1).token_hash,
+            &client,
+            &token(3),
+            "sealed-3",
+            now,
+            now,
+        )
+        .await
+        .unwrap();
+    let Rotation::Reused(used) = again else {
+        panic!("{name}: {again:?}")
+    };
+    assert_eq!(used.session_id, id, "{name}");
+    assert_eq!(used.used_at_ms, Some(now), "{name}");
+    assert_eq!(used.successor_pair, Some(token(2).pair_id), "{name}");
+    assert_eq!(used.successor_sealed.as_deref(), Some("sealed-2"), "{name}");
+    store.forget_refresh_successors(now + 1).await.unwrap();
+    let Rotation::Reused(used) = store
+        .rotate_refresh_token(
+            &token(1).token_hash,
+            &client,
+            &token(3),
+            "sealed-3",
+            now,
+            now,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("{name}")
+    };
+    assert_eq!(used.successor_sealed, None, "{name}");
+
+    // Another client's presentation spends the token and issues nothing; an unknown one is unknown.
+    assert_eq!(
+        store
+            .rotate_refresh_token(
+                &token(2).token_hash,
+                "someone-else",
+                &token(4),
+                "sealed-4",
+                now,
+                now
+            )
+            .await
+            .unwrap(),
+        Rotation::Refused {
+            session_id: id.clone(),
+            reason: RotationRefusal::OtherClient
+        },
+        "{name}"
+    );
+    assert_eq!(
+        pair_of(&store).await.pair_id,
+        Some(token(2).pair_id),
+        "{name}"
+    );
+    assert_eq!(
+        store
+            .rotate_refresh_token(&format!("nope-{run}"), &client, &token(5), "s", now, now)
+            .await
+            .unwrap(),
+        Rotation::Unknown,
+        "{name}"
+    );
+
+    // The upstream credential, its lease, and a revocation that hands the upstream tokens back once.
+    let upstream = store.get_upstream(&id, now).await.unwrap().unwrap();
+    assert!(
+        !upstream.ended && upstream.lease_until_ms.is_none(),
+        "{name}"
+    );
+    assert!(
+        store
+            .take_refresh_lease(&id, now, now + 30_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .take_refresh_lease(&id, now, now + 30_000)
+            .await
+            .unwrap()
+    );
+    let leased = store.get_upstream(&id, now).await.unwrap().unwrap();
+    assert_eq!(leased.lease_until_ms, Some(now + 30_000), "{name}");
+    assert_eq!(
+        store
+            .revoke_session_taking_upstream(&id, now)
+            .await
+            .unwrap(),
+        Some(ClearedUpstream {
+            access: Some("sealed".into()),
+            refresh: Some("sealed-refresh".into())
+        }),
+        "{name}"
+    );
+    assert_eq!(
+        store
+            .revoke_session_taking_upstream(&id, now)
+            .await
+            .unwrap(),
+        None,
+        "{name}"
+    );
+    let ended = store.get_upstream(&id, now).await.unwrap().unwrap();
+    assert!(
+        ended.ended && ended.access.is_none() && ended.refresh.is_none(),
+        "{name}"
     );
 }

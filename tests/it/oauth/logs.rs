@@ -12,7 +12,7 @@ async fn no_key_token_code_or_secret_appears_in_any_log_line() {
     let base = mock.url();
     let authorize_url = format!("{base}/oauth/authorize");
     let token_url = format!("{base}/oauth/token");
-    let (mut child, address, log) = common::start_binary_logged(&[
+    let (child, address, log) = common::start_binary_logged(&[
         ("RUST_LOG", "debug"),
         ("POLYTOMIC_BASE_URL", &base),
         ("POLYTOMIC_MCP_DATABASE_URL", &database_url),
@@ -23,6 +23,16 @@ async fn no_key_token_code_or_secret_appears_in_any_log_line() {
         ("POLYTOMIC_OAUTH_SCOPES", "read write"),
         ("POLYTOMIC_MCP_SIGNING_KEY", SIGNING_KEY),
     ]);
+    // Killed on every exit from this test, so a failed assertion cannot leave a server (and the output pipe)
+    // behind.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = KillOnDrop(child);
     let server = Server {
         base: format!("http://{address}"),
         http: no_redirects(),
@@ -77,6 +87,9 @@ async fn no_key_token_code_or_secret_appears_in_any_log_line() {
     let secret = flow.client_secret.clone().unwrap_or_default();
     refresh_form.push(("client_secret", &secret));
     let refreshed = tokens(server.token(&refresh_form).await).await;
+    // Once the new pair is used, presenting the old refresh token again is reuse, and refused.
+    let new_access = refreshed["access_token"].as_str().unwrap();
+    assert_eq!(raw_mcp(&mcp_url, new_access, &[]).await.status(), 200);
     assert_eq!(
         server.token(&refresh_form).await.status(),
         400,
@@ -85,8 +98,7 @@ async fn no_key_token_code_or_secret_appears_in_any_log_line() {
     let expired = raw_mcp(&mcp_url, "pmcp_at_not.a.token", &[]).await;
     assert_eq!(expired.status(), 401);
 
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
     let lines = log.all_after_exit();
     assert!(lines.len() > 20, "the server logged: {lines:?}");
 

@@ -1,6 +1,7 @@
 //! `execute`: one Polytomic API call, validated against the index before anything is sent; on a paginated
 //! GET, optionally several pages merged into one list (`pages`).
 
+mod credential;
 mod pages;
 
 use std::fmt::Write as _;
@@ -8,6 +9,7 @@ use std::fmt::Write as _;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use self::credential::{CallCredential, sign_in_error};
 use super::parse_args;
 use crate::core::{AccessMode, AuthMode, Principal};
 use crate::mcp::{CallContext, ToolOutcome, tool_error, tool_success};
@@ -180,6 +182,10 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> ToolOutcome {
     if args.dry_run {
         return dry_run(&planned, &context, ctx.state.upstream.api_version.as_str());
     }
+    let mut credential = match CallCredential::obtain(ctx).await {
+        Ok(credential) => credential,
+        Err(problem) => return sign_in_error(ctx, &planned, problem, context),
+    };
     if let Some(follow) = follow {
         let list = pages::ListCall {
             index: &catalog.index,
@@ -187,13 +193,12 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> ToolOutcome {
             follow,
             max_pages,
         };
-        return list.read(ctx, planned, context).await;
+        return list.read(ctx, &mut credential, planned, context).await;
     }
-    let result = ctx
-        .state
-        .upstream
-        .send(&planned, ctx.principal.upstream_bearer())
-        .await;
+    let result = match credential.send(ctx, &planned, None, None).await {
+        Ok(result) => result,
+        Err(problem) => return sign_in_error(ctx, &planned, problem, context),
+    };
     record_call(ctx, &planned, &result, None);
     match result {
         Ok(response) => respond(ctx, &planned, response, context, &args),

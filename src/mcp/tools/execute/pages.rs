@@ -9,9 +9,10 @@ use std::time::Instant;
 use http::{HeaderMap, Method, StatusCode};
 use serde_json::{Map, Value, json};
 
+use super::credential::{CallCredential, SignInProblem, sign_in_error};
 use super::{
-    Args, add_call_facts, continue_with, error_message, plan_call, rate_limit_of, record_call,
-    respond, transport_error, transport_hint,
+    Args, add_call_facts, continue_with, error_message, plan_call, rate_limit_of, respond,
+    transport_error, transport_hint,
 };
 use crate::mcp::{CallContext, ToolOutcome, tool_error, tool_success};
 use crate::openapi::{OperationIndex, Pagination};
@@ -129,6 +130,7 @@ impl ListCall<'_> {
     pub(super) async fn read(
         &self,
         ctx: &CallContext<'_>,
+        credential: &mut CallCredential<'_>,
         first: PlannedRequest,
         context: Value,
     ) -> ToolOutcome {
@@ -142,7 +144,14 @@ impl ListCall<'_> {
         let mut planned = first.clone();
         let stop = loop {
             let number = walk.merged.pages + 1;
-            let response = match self.fetch(ctx, &planned, number, deadline).await {
+            let fetched = match self
+                .fetch(ctx, credential, &planned, number, deadline)
+                .await
+            {
+                Ok(fetched) => fetched,
+                Err(problem) => return sign_in_error(ctx, &planned, problem, context),
+            };
+            let response = match fetched {
                 Ok(response) => response,
                 Err(error) if number == 1 => return transport_error(&error, context),
                 Err(UpstreamError::Timeout(_)) => break Stop::Time,
@@ -195,24 +204,25 @@ impl ListCall<'_> {
     async fn fetch(
         &self,
         ctx: &CallContext<'_>,
+        credential: &mut CallCredential<'_>,
         planned: &PlannedRequest,
         number: u32,
         deadline: Instant,
-    ) -> Result<UpstreamResponse, UpstreamError> {
+    ) -> Result<Result<UpstreamResponse, UpstreamError>, SignInProblem> {
         let upstream = &ctx.state.upstream;
         if Instant::now() >= deadline {
-            return Err(UpstreamError::Timeout(upstream.total_timeout()));
+            return Ok(Err(UpstreamError::Timeout(upstream.total_timeout())));
         }
-        let result = upstream
-            .send_before(planned, ctx.principal.upstream_bearer(), deadline)
-            .await;
-        record_call(ctx, planned, &result, Some(number));
+        let result = credential
+            .send(ctx, planned, Some(deadline), Some(number))
+            .await?;
+        super::record_call(ctx, planned, &result, Some(number));
         ctx.state
             .metrics
             .upstream_pages
             .get_or_create(&PageLabels { page: number })
             .inc();
-        result
+        Ok(result)
     }
 
     /// The request for the page at `cursor`, planned and checked like the agent's own call.
