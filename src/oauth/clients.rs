@@ -522,35 +522,70 @@ impl reqwest::dns::Resolve for PublicOnlyResolver {
     }
 }
 
-/// Globally routable unicast only (plus loopback in tests).
+/// Globally routable unicast only (plus loopback in tests). IPv6 is allowed only inside global unicast
+/// (2000::/3) minus its special-purpose blocks; the forms that carry an IPv4 address (mapped, SIIT, NAT64's
+/// well-known prefix, 6to4) are judged by that IPv4 address, since that is where a connection ends up.
 pub fn address_allowed(ip: IpAddr, allow_loopback: bool) -> bool {
     if ip.is_loopback() {
         return allow_loopback;
     }
     match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            !(v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || v4.is_multicast()
-                || a == 0
-                || a >= 240
-                || (a == 100 && (64..128).contains(&b)))
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return address_allowed(IpAddr::V4(v4), allow_loopback);
-            }
-            let first = v6.segments()[0];
-            !(v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80)
-        }
+        IpAddr::V4(v4) => ipv4_allowed(v4),
+        IpAddr::V6(v6) => match embedded_ipv4(v6) {
+            Some(v4) => !v4.is_loopback() && ipv4_allowed(v4),
+            None => ipv6_allowed(v6),
+        },
     }
+}
+
+fn ipv4_allowed(v4: std::net::Ipv4Addr) -> bool {
+    let [a, b, c, _] = v4.octets();
+    !(v4.is_private()
+        || v4.is_loopback()
+        || v4.is_link_local()
+        || v4.is_unspecified()
+        || v4.is_broadcast()
+        || v4.is_documentation()
+        || v4.is_multicast()
+        || a == 0
+        || a >= 240
+        // Shared address space (carrier-grade NAT), 100.64.0.0/10.
+        || (a == 100 && (64..128).contains(&b))
+        // IETF protocol assignments, 192.0.0.0/24.
+        || (a == 192 && b == 0 && c == 0)
+        // The deprecated 6to4 relay anycast, 192.88.99.0/24.
+        || (a == 192 && b == 88 && c == 99)
+        // Benchmarking, 198.18.0.0/15.
+        || (a == 198 && (b & 0xfe) == 18))
+}
+
+/// The IPv4 address an IPv6 address stands for, when it is one of the forms that embed one.
+fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let o = v6.octets();
+    let last_32 = std::net::Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    match v6.segments() {
+        // IPv4-mapped ::ffff:a.b.c.d and the SIIT form ::ffff:0:a.b.c.d.
+        [0, 0, 0, 0, 0, 0xffff, ..] | [0, 0, 0, 0, 0xffff, 0, ..] => Some(last_32),
+        // NAT64 well-known prefix 64:ff9b::/96.
+        [0x64, 0xff9b, 0, 0, 0, 0, ..] => Some(last_32),
+        // 6to4 2002:a.b.c.d::/48.
+        [0x2002, ..] => Some(std::net::Ipv4Addr::new(o[2], o[3], o[4], o[5])),
+        _ => None,
+    }
+}
+
+/// IPv6 that embeds no IPv4 address: global unicast (2000::/3) only, without its special-purpose blocks.
+/// Everything else (::/96 IPv4-compatible, 64:ff9b:1::/48 local-use NAT64, 100::/64 discard, fc00::/7,
+/// fe80::/10, fec0::/10, multicast) lies outside 2000::/3.
+fn ipv6_allowed(v6: std::net::Ipv6Addr) -> bool {
+    let s = v6.segments();
+    let global_unicast = (s[0] & 0xe000) == 0x2000;
+    global_unicast
+        // IETF protocol assignments 2001::/23 (Teredo, ORCHID, benchmarking and others).
+        && (s[0] != 0x2001 || s[1] >= 0x0200)
+        // Documentation 2001:db8::/32 and 3fff::/20.
+        && !(s[0] == 0x2001 && s[1] == 0x0db8)
+        && (s[0] & 0xfff0) != 0x3ff0
 }
 
 fn document_error(message: impl Into<String>) -> ClientError {
@@ -733,6 +768,75 @@ mod tests {
         }
         assert!(address_allowed("93.184.216.34".parse().unwrap(), false));
         assert!(address_allowed("127.0.0.1".parse().unwrap(), true));
+    }
+
+    /// Addresses that reach a private, reserved or translated network, spelled every way the resolver could
+    /// return them. Only parsed, never connected to.
+    #[test]
+    fn embedded_and_reserved_addresses_are_refused() {
+        let refused = [
+            // IPv4 special-purpose ranges.
+            "198.18.0.1",
+            "198.19.255.254",
+            "192.0.0.8",
+            "192.0.0.170",
+            "192.88.99.1",
+            "224.0.0.1",
+            "240.0.0.1",
+            "255.255.255.255",
+            "0.1.2.3",
+            "192.0.2.10",
+            // IPv4-compatible (deprecated) ::a.b.c.d.
+            "::10.0.0.1",
+            "::127.0.0.1",
+            "::169.254.169.254",
+            "::8.8.8.8",
+            // IPv4-mapped and the SIIT form ::ffff:0:a.b.c.d.
+            "::ffff:192.168.0.1",
+            "::ffff:0:10.0.0.1",
+            "::ffff:0:127.0.0.1",
+            // NAT64: well-known prefix with private targets, and the local-use prefix whatever it embeds.
+            "64:ff9b::10.0.0.1",
+            "64:ff9b::169.254.169.254",
+            "64:ff9b::127.0.0.1",
+            "64:ff9b:1::a00:1",
+            "64:ff9b:1:ffff::1",
+            // 6to4 with private targets.
+            "2002:a00:1::1",
+            "2002:c0a8:101::1",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::1",
+            // Reserved IPv6 ranges.
+            "fec0::1",
+            "feff::1",
+            "100::1",
+            "100::ffff:ffff:ffff:ffff",
+            "fc00::1",
+            "fe80::1",
+            "ff02::1",
+            "2001:db8::1",
+            "2001::1",
+            "2001:2::1",
+            "3fff::1",
+            "5f00::1",
+            "::",
+            "::1",
+        ];
+        for ip in refused {
+            assert!(!address_allowed(ip.parse().unwrap(), false), "{ip} passed");
+        }
+        let allowed = [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "2a00:1450:4001:81b::200e",
+            "::ffff:93.184.216.34",
+            "64:ff9b::93.184.216.34",
+            "2002:5db8:d822::1",
+        ];
+        for ip in allowed {
+            assert!(address_allowed(ip.parse().unwrap(), false), "{ip} refused");
+        }
     }
 
     #[test]
