@@ -98,7 +98,7 @@ pub struct HttpSettings {
     #[arg(long, env = "POLYTOMIC_MCP_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
     pub allowed_origins: Vec<Url>,
 
-    /// Take the client address from the last `X-Forwarded-For` hop (only behind a proxy that sets it).
+    /// Take the client address from the rightmost `X-Forwarded-For` address (only behind a proxy that appends it).
     #[arg(long, env = "POLYTOMIC_MCP_TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set)]
     pub trust_forwarded_for: bool,
 

@@ -2,7 +2,7 @@
 //! (The body size limit is a tower layer in the router; the in-flight limit is in `front`.) Each check
 //! returns the [`ApiError`] to answer.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -22,25 +22,36 @@ const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// JSON nesting accepted in a request body; MCP messages need a handful of levels.
 pub const MAX_JSON_DEPTH: usize = 64;
 
-/// The caller's address: the connection's peer, or the last `X-Forwarded-For` hop when the operator says a
-/// trusted proxy sets it.
+/// The caller's address: the connection's peer, or the rightmost `X-Forwarded-For` address when the operator
+/// says a trusted proxy sets it. The rightmost over every line, since a proxy may add its own line after the
+/// client's; a value that is not an address (optionally with a port) falls back to the peer, so a caller
+/// cannot pick its own rate-limit bucket.
 pub fn client_ip(
     headers: &HeaderMap,
     extensions: &Extensions,
     trust_forwarded_for: bool,
 ) -> String {
-    if trust_forwarded_for
-        && let Some(last) = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-    {
-        return last.trim().to_owned();
+    let forwarded = trust_forwarded_for
+        .then(|| rightmost_forwarded(headers))
+        .flatten();
+    let peer = || {
+        extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip())
+    };
+    match forwarded.or_else(peer) {
+        Some(ip) => ip.to_string(),
+        None => "unknown".to_owned(),
     }
-    extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip().to_string())
-        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn rightmost_forwarded(headers: &HeaderMap) -> Option<IpAddr> {
+    let last_line = headers.get_all("x-forwarded-for").iter().next_back()?;
+    let value = last_line.to_str().ok()?.rsplit(',').next()?.trim();
+    value
+        .parse::<IpAddr>()
+        .or_else(|_| value.parse::<SocketAddr>().map(|addr| addr.ip()))
+        .ok()
 }
 
 /// The per-address limit alone, for the public OAuth endpoints.
@@ -176,6 +187,59 @@ pub fn json_depth(bytes: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn peer(ip: &str) -> Extensions {
+        let mut extensions = Extensions::new();
+        extensions.insert(ConnectInfo(SocketAddr::new(ip.parse().unwrap(), 40000)));
+        extensions
+    }
+
+    fn forwarded(lines: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            headers.append("x-forwarded-for", line.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn the_rightmost_forwarded_address_over_every_line_is_the_client() {
+        let proxy = peer("10.0.0.2");
+        // A client-supplied line first, the proxy's own line last: the proxy's wins.
+        let headers = forwarded(&["6.6.6.6, 7.7.7.7", "203.0.113.9"]);
+        assert_eq!(client_ip(&headers, &proxy, true), "203.0.113.9");
+        assert_eq!(client_ip(&headers, &proxy, false), "10.0.0.2");
+        assert_eq!(
+            client_ip(&forwarded(&["1.1.1.1", "2001:DB8:0::1"]), &proxy, true),
+            "2001:db8::1",
+            "the address is canonical, so one client has one spelling"
+        );
+        assert_eq!(
+            client_ip(&forwarded(&["198.51.100.7:5123"]), &proxy, true),
+            "198.51.100.7"
+        );
+        assert_eq!(
+            client_ip(&forwarded(&["[2001:db8::2]:443"]), &proxy, true),
+            "2001:db8::2"
+        );
+    }
+
+    #[test]
+    fn an_unparsable_forwarded_address_falls_back_to_the_peer() {
+        let proxy = peer("10.0.0.2");
+        for lines in [
+            &["1.2.3.4", "bucket-of-my-choice"][..],
+            &["1.2.3.4, "][..],
+            &["unknown"][..],
+            &[""][..],
+        ] {
+            assert_eq!(
+                client_ip(&forwarded(lines), &proxy, true),
+                "10.0.0.2",
+                "{lines:?}"
+            );
+        }
+    }
 
     #[test]
     fn depth_ignores_brackets_in_strings() {
