@@ -23,7 +23,6 @@ mod direct;
 mod front;
 mod protect;
 
-
 use crate::core::REQUEST_ID_HEADER as REQUEST_ID;
 use crate::error::ApiError;
 use crate::mcp::{McpState, PolytomicMcp};
