@@ -580,12 +580,13 @@ fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
 fn ipv6_allowed(v6: std::net::Ipv6Addr) -> bool {
     let s = v6.segments();
     let global_unicast = (s[0] & 0xe000) == 0x2000;
-    global_unicast
-        // IETF protocol assignments 2001::/23 (Teredo, ORCHID, benchmarking and others).
-        && (s[0] != 0x2001 || s[1] >= 0x0200)
-        // Documentation 2001:db8::/32 and 3fff::/20.
-        && !(s[0] == 0x2001 && s[1] == 0x0db8)
-        && (s[0] & 0xfff0) != 0x3ff0
+    let special_purpose = match s[0] {
+        // IETF protocol assignments 2001::/23 (Teredo, ORCHID, benchmarking…) and documentation 2001:db8::/32.
+        0x2001 => s[1] < 0x0200 || s[1] == 0x0db8,
+        // Documentation 3fff::/20.
+        first => (first & 0xfff0) == 0x3ff0,
+    };
+    global_unicast && !special_purpose
 }
 
 fn document_error(message: impl Into<String>) -> ClientError {
