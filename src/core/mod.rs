@@ -6,6 +6,7 @@ mod client;
 mod io;
 mod modes;
 mod principal;
+mod text;
 
 pub(crate) use client::ClientInfo;
 pub(crate) use io::{CappedReadError, FirstRound, read_capped, spawn_periodic};
@@ -14,6 +15,9 @@ pub use modes::{
     PARTNER_ORG_HEADER, parse_modes,
 };
 pub(crate) use principal::{Credential, Principal};
+#[cfg(test)]
+pub(crate) use text::is_bidi_control;
+pub(crate) use text::{Newlines, visible, write_visible};
 
 /// The request id header: kept from the caller when sane, generated otherwise, echoed on every response
 /// and passed to tools for their log lines and feedback records.
