@@ -118,13 +118,32 @@ pub(crate) async fn read_body(state: &AppState, body: Body) -> Result<Bytes, Api
             millis: timeout.as_millis(),
         });
     };
-    let bytes = read.map_err(|_| ApiError::BodyTooLarge { limit })?;
+    let bytes = read.map_err(|error| {
+        if exceeds_length_limit(&error) {
+            ApiError::BodyTooLarge { limit }
+        } else {
+            // A broken chunked encoding or a connection cut mid-body: the client's fault, not its size.
+            ApiError::BodyUnreadable
+        }
+    })?;
     if json_depth(&bytes) > MAX_JSON_DEPTH {
         return Err(ApiError::JsonTooDeep {
             limit: MAX_JSON_DEPTH,
         });
     }
     Ok(bytes)
+}
+
+/// True when a body read failed on a length limit (ours or the size-limit layer's), not on the body itself.
+fn exceeds_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
 }
 
 /// Per-principal rate limit, after authentication. Over the limit, tool calls get a tool error (the returned

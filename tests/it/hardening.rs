@@ -145,3 +145,141 @@ async fn caller_text_cannot_forge_text_log_lines_or_drive_a_terminal() {
         "a forged line: {rest:?}"
     );
 }
+
+/// Sends `request` as raw bytes (it must ask for `Connection: close`) and returns the whole answer.
+async fn raw_exchange(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server answers and closes")
+    .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_second_host_or_origin_header_gets_400_naming_it() {
+    let app = TestApp::spawn().await;
+    let body = initialize_body("2025-11-25").to_string();
+    let request = |extra: &str| {
+        format!(
+            "POST /mcp HTTP/1.1\r\nHost: {addr}\r\n{extra}Authorization: Bearer pk_hosts\r\n\
+             Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+             Content-Length: {len}\r\nConnection: close\r\n\r\n{body}",
+            addr = app.addr,
+            len = body.len(),
+        )
+    };
+    let host = raw_exchange(app.addr, &request("Host: evil.example\r\n")).await;
+    assert!(host.starts_with("HTTP/1.1 400"), "{host}");
+    assert!(host.contains(r#""header":"host""#), "{host}");
+    let same_host_twice =
+        raw_exchange(app.addr, &request(&format!("Host: {}\r\n", app.addr))).await;
+    assert!(
+        same_host_twice.starts_with("HTTP/1.1 400"),
+        "{same_host_twice}"
+    );
+    let origin = format!("http://{}", app.addr);
+    let origins = raw_exchange(
+        app.addr,
+        &request(&format!(
+            "Origin: {origin}\r\nOrigin: http://evil.example\r\n"
+        )),
+    )
+    .await;
+    assert!(origins.starts_with("HTTP/1.1 400"), "{origins}");
+    assert!(origins.contains(r#""header":"origin""#), "{origins}");
+    // One of each still passes.
+    let fine = raw_exchange(app.addr, &request(&format!("Origin: {origin}\r\n"))).await;
+    assert!(fine.starts_with("HTTP/1.1 200"), "{fine}");
+}
+
+#[tokio::test]
+async fn a_malformed_chunked_body_gets_400_and_an_oversized_one_413() {
+    let app = TestApp::spawn_with(&["--max-request-bytes", "2048"]).await;
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer pk_chunks\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        app.addr
+    );
+    let malformed = raw_exchange(app.addr, &format!("{head}zz-not-hex\r\n{{}}\r\n0\r\n\r\n")).await;
+    assert!(malformed.starts_with("HTTP/1.1 400"), "{malformed}");
+    assert!(malformed.contains("chunked"), "{malformed}");
+    let big = "x".repeat(3000);
+    let oversized = raw_exchange(
+        app.addr,
+        &format!("{head}{:x}\r\n{big}\r\n0\r\n\r\n", big.len()),
+    )
+    .await;
+    assert!(oversized.starts_with("HTTP/1.1 413"), "{oversized}");
+}
+
+#[tokio::test]
+async fn a_look_alike_issued_token_is_refused_and_never_sent_upstream() {
+    let app = TestApp::spawn().await;
+    for token in [
+        "PMCP_AT_eyJhbGciOiJIUzI1NiJ9.e30.c2ln",
+        "Pmcp_At_eyJhbGciOiJIUzI1NiJ9.e30.c2ln",
+        "pmcp_rt_0123456789abcdef",
+        "PMCP_RT_0123456789abcdef",
+    ] {
+        let auth = format!("Bearer {token}");
+        let response = app
+            .post_mcp(
+                &[
+                    ("authorization", auth.as_str()),
+                    ("mcp-protocol-version", "2025-11-25"),
+                ],
+                serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+                    "name": "execute", "arguments": {"method": "GET", "path": "/api/me"}}}),
+            )
+            .await;
+        assert_eq!(response.status(), 401, "{token}");
+    }
+    assert!(
+        app.upstream.requests().is_empty(),
+        "{:?}",
+        app.upstream.requests()
+    );
+}
+
+#[tokio::test]
+async fn a_list_for_a_single_valued_query_parameter_is_refused_naming_it() {
+    let app = TestApp::spawn().await;
+    let client = app.client("pk_query_lists", &[]).await;
+    let refused = common::call(
+        &client,
+        "execute",
+        serde_json::json!({"method": "GET", "path": "/api/syncs", "query": {"limit": [5, 500]}}),
+    )
+    .await;
+    assert_eq!(refused.is_error, Some(true));
+    let text = common::text_of(&refused);
+    assert!(
+        text.contains("\"limit\"") && text.contains("one value"),
+        "{text}"
+    );
+    assert!(app.upstream.requests().is_empty());
+    // A parameter whose schema is an array takes a list, sent as repeated keys.
+    let ids = [
+        "9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d",
+        "1b9d6bcd-bbfd-4b2d-9b5d-ab8dfbbd4bed",
+    ];
+    let listed = common::call(
+        &client,
+        "execute",
+        serde_json::json!({"method": "GET", "path": "/api/bulk/syncs/status", "query": {"sync_id": ids}}),
+    )
+    .await;
+    assert_ne!(listed.is_error, Some(true), "{}", common::text_of(&listed));
+    let sent = app.upstream.requests();
+    assert_eq!(
+        sent.last().unwrap().query.as_deref(),
+        Some(format!("sync_id={}&sync_id={}", ids[0], ids[1]).as_str())
+    );
+}
