@@ -31,13 +31,26 @@ use crate::store::{Store, StoreError};
 pub use keys::{Keys, install_jwt_provider};
 pub use provider::Provider;
 
-/// Prefix of every access token this server issues; any other bearer token is a Polytomic API key.
+/// Prefix of every access token this server issues; a bearer token without [`ISSUED_PREFIX`] is a Polytomic
+/// API key.
 pub const ACCESS_TOKEN_PREFIX: &str = "pmcp_at_";
 pub const REFRESH_TOKEN_PREFIX: &str = "pmcp_rt_";
 pub const CODE_PREFIX: &str = "pmcp_ac_";
 pub const CLIENT_ID_PREFIX: &str = "pmcp_client_";
 pub const CLIENT_SECRET_PREFIX: &str = "pmcp_cs_";
 pub const REGISTRATION_TOKEN_PREFIX: &str = "pmcp_reg_";
+
+/// What every token, code and secret this server issues starts with.
+const ISSUED_PREFIX: &str = "pmcp_";
+
+/// True for a bearer token that claims to be one this server issued, in any letter case: it is checked here
+/// as such (and refused unless it is a valid access token), never passed to Polytomic as an API key, where
+/// a mistyped or misused token of ours (a refresh token, say) would leak.
+pub fn looks_issued(token: &str) -> bool {
+    token
+        .get(..ISSUED_PREFIX.len())
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(ISSUED_PREFIX))
+}
 
 /// How long a consent page and the upstream sign-in may take.
 const PENDING_TTL_MS: i64 = 15 * 60 * 1000;

@@ -1352,6 +1352,9 @@ async fn tampered_or_foreign_tokens_are_refused() {
         format!("pmcp_at_{}.{}.{}", parts[0], parts[1], signature),
         format!("pmcp_at_{}.{}.", none_header, parts[1]),
         "pmcp_at_garbage".to_owned(),
+        // Our own token with the prefix in another case, and a refresh token: ours, so never an API key.
+        format!("PMCP_AT_{jwt}"),
+        issued["refresh_token"].as_str().unwrap().to_owned(),
     ] {
         let response = raw_mcp(&app.mcp_url(), &token, &[]).await;
         assert_eq!(response.status(), 401, "{token}");
