@@ -383,20 +383,31 @@ pub async fn callback(
         return expired();
     };
     let now = now_ms();
+    let state_hash = hash(upstream_state);
+    // The browser is checked before the request is taken, so another browser cannot spend it.
+    let waiting = match state
+        .store
+        .find_pending_by_upstream_state(&state_hash, now)
+        .await
+    {
+        Ok(Some(waiting)) => waiting,
+        Ok(None) => return expired(),
+        Err(error) => return server_error_page(error.into()),
+    };
+    let browser_ok = read_cookie(&headers, &format!("{COOKIE_PREFIX}{}", waiting.id))
+        .is_some_and(|value| same(&hash(&value), &waiting.browser_hash));
+    if !browser_ok {
+        return expired();
+    }
     let pending = match state
         .store
-        .take_pending_by_upstream_state(&hash(upstream_state), now)
+        .take_pending_by_upstream_state(&state_hash, &waiting.browser_hash, now)
         .await
     {
         Ok(Some(pending)) => pending,
         Ok(None) => return expired(),
         Err(error) => return server_error_page(error.into()),
     };
-    let browser_ok = read_cookie(&headers, &format!("{COOKIE_PREFIX}{}", pending.id))
-        .is_some_and(|value| same(&hash(&value), &pending.browser_hash));
-    if !browser_ok {
-        return expired();
-    }
     let back = |error: &str, description: &str| {
         let mut response = redirect_to_client(
             oauth,

@@ -359,21 +359,47 @@ impl Store {
         Ok(changed == 1)
     }
 
-    /// Takes the request that the upstream callback's `state` names; a second callback with the same state
-    /// finds nothing.
-    pub async fn take_pending_by_upstream_state(
+    /// The request waiting for the upstream callback whose `state` this is, without taking it: the callback
+    /// checks the browser first, so that a request from another browser cannot spend the sign-in.
+    pub async fn find_pending_by_upstream_state(
         &self,
         upstream_state_hash: &str,
         now_ms: i64,
     ) -> Result<Option<PendingRow>, StoreError> {
         const SQL: &str = concat!(
-            "UPDATE oauth_pending SET status = 'done' WHERE upstream_state_hash = $1 AND status = 'upstream' ",
-            "AND expires_at_ms > $2 RETURNING ",
+            "SELECT ",
+            pending_columns!(),
+            " FROM oauth_pending WHERE upstream_state_hash = $1 AND status = 'upstream' AND expires_at_ms > $2"
+        );
+        let row = with_pool!(self, pool => {
+            sqlx::query(SQL)
+                .bind(upstream_state_hash)
+                .bind(now_ms)
+                .fetch_optional(pool)
+                .await?
+                .map(|row| pending_from_row(&row))
+                .transpose()?
+        });
+        Ok(row)
+    }
+
+    /// Takes the request that the upstream callback's `state` names, for the browser that started it; a second
+    /// callback with the same state finds nothing.
+    pub async fn take_pending_by_upstream_state(
+        &self,
+        upstream_state_hash: &str,
+        browser_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<PendingRow>, StoreError> {
+        const SQL: &str = concat!(
+            "UPDATE oauth_pending SET status = 'done' WHERE upstream_state_hash = $1 AND browser_hash = $2 ",
+            "AND status = 'upstream' AND expires_at_ms > $3 RETURNING ",
             pending_columns!()
         );
         let row = with_pool!(self, pool => {
             sqlx::query(SQL)
                 .bind(upstream_state_hash)
+                .bind(browser_hash)
                 .bind(now_ms)
                 .fetch_optional(pool)
                 .await?

@@ -1248,16 +1248,33 @@ async fn consent_needs_the_browser_that_opened_it() {
     // The genuine approval still works afterwards.
     let response = server.decide(&request_id, &csrf, &cookie, "approve").await;
     assert_eq!(response.status(), 303);
-    // A callback without the consent cookie is refused.
+    // A callback without the consent cookie (or with another browser's) is refused, and does not spend the
+    // sign-in: the browser that holds the cookie still completes it.
     let to_provider = location(&response);
     let provider_answer = server.http.get(to_provider).send().await.unwrap();
+    let to_callback = location(&provider_answer);
+    let response = server.http.get(to_callback.clone()).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    let (cookie_name, _) = cookie.split_once('=').unwrap();
     let response = server
         .http
-        .get(location(&provider_answer))
+        .get(to_callback.clone())
+        .header("cookie", format!("{cookie_name}=another-browser"))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
+    let response = server
+        .http
+        .get(to_callback)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 302, "{:?}", response.text().await);
+    let back = query(&location(&response));
+    assert!(back["code"].starts_with("pmcp_ac_"), "{back:?}");
+    assert_eq!(back["state"], flow.state);
 }
 
 #[tokio::test]
