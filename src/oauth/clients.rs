@@ -20,7 +20,7 @@ use super::{
     CLIENT_ID_PREFIX, CLIENT_SECRET_PREFIX, OAuth, OAuthError, REGISTRATION_TOKEN_PREFIX, now_ms,
     oauth_error,
 };
-use crate::core::{CappedReadError, read_capped};
+use crate::core::{CappedReadError, Newlines, read_capped, visible};
 use crate::error::ApiError;
 use crate::store::Store;
 pub(crate) use crate::store::oauth::ClientKind;
@@ -72,13 +72,16 @@ pub struct Client {
 }
 
 impl Client {
-    /// The name shown on the consent page: the client's own name (unverified) or its id.
+    /// The name shown on the consent page: the client's own name (unverified) or its id, with control and
+    /// bidirectional characters as visible escapes, so the name cannot reorder itself into something else.
     pub fn display_name(&self) -> String {
-        self.metadata
+        let name = self
+            .metadata
             .client_name
-            .clone()
+            .as_deref()
             .filter(|n| !n.trim().is_empty())
-            .unwrap_or_else(|| self.id.clone())
+            .unwrap_or(&self.id);
+        visible(name, Newlines::Escape).into_owned()
     }
 
     pub fn allows_redirect(&self, requested: &str) -> bool {

@@ -969,6 +969,24 @@ async fn claude_web_callbacks_register_and_receive_the_code() {
     }
 }
 
+#[tokio::test]
+async fn the_consent_page_shows_bidi_and_control_characters_of_a_client_name_as_escapes() {
+    let app = spawn(&[]).await;
+    let server = app.server();
+    // Displayed raw, the override would make the name read "Claude exe.txt" backwards as a trusted-looking name.
+    let flow = server
+        .register_native("Cla\u{202e}edualC\u{202c} \u{2066}Desktop\u{1b}[0m")
+        .await;
+    let (_, _, _, html) = server.consent_page(&flow, &app.mcp_url()).await;
+    for c in ['\u{202e}', '\u{202c}', '\u{2066}', '\u{1b}'] {
+        assert!(!html.contains(c), "{c:?} reached the page");
+    }
+    assert!(
+        html.contains(r"Cla\u{202e}edualC\u{202c} \u{2066}Desktop\u{1b}[0m"),
+        "{html}"
+    );
+}
+
 // ---------------------------------------------------------------- client ID metadata documents
 
 /// Serves `documents` (path → JSON) on a loopback port.
