@@ -174,7 +174,7 @@ pub async fn resolve(oauth: &OAuth, store: &Store, client_id: &str) -> Result<Cl
 
 // ------------------------------------------------------------------ redirect URIs
 
-fn is_loopback_host(host: &str) -> bool {
+pub(crate) fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())

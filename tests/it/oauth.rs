@@ -1226,6 +1226,94 @@ async fn authorize_errors_after_the_redirect_check_go_back_to_the_client() {
     assert_eq!(params["iss"], app.issuer());
 }
 
+/// GET /authorize for `flow` with some parameters replaced or removed, sending `cookie` when given.
+async fn authorize_broken(
+    server: &Server,
+    flow: &Flow,
+    change: &[(&str, Option<&str>)],
+    cookie: Option<&str>,
+) -> reqwest::Response {
+    let challenge = pkce(&flow.verifier);
+    let mut params: Vec<(&str, &str)> = vec![
+        ("response_type", "code"),
+        ("client_id", &flow.client_id),
+        ("redirect_uri", &flow.redirect_uri),
+        ("code_challenge", &challenge),
+        ("code_challenge_method", "S256"),
+        ("state", &flow.state),
+    ];
+    for (name, value) in change {
+        params.retain(|(n, _)| n != name);
+        if let Some(value) = value {
+            params.push((name, value));
+        }
+    }
+    let mut request = server
+        .http
+        .get(format!("{}/authorize", server.base))
+        .query(&params);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn request_errors_for_a_web_redirect_are_shown_not_redirected_until_the_person_approved_the_client()
+ {
+    let app = spawn(&[]).await;
+    let server = app.server();
+    let mut clients = Vec::new();
+    for redirect in [
+        "https://app.example/oauth/callback",
+        "com.example.app:/oauth2redirect",
+    ] {
+        let response = server
+            .register(json!({"client_name": "Some App", "redirect_uris": [redirect], "token_endpoint_auth_method": "none"}))
+            .await;
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        clients.push(Flow::new(body["client_id"].as_str().unwrap(), redirect));
+    }
+    let errors: [&[(&str, Option<&str>)]; 3] = [
+        &[("response_type", Some("token"))],
+        &[("code_challenge", None)],
+        &[("prompt", Some("none"))],
+    ];
+    // Nobody has approved these clients: an error page, never a redirect to an address anyone could register.
+    for flow in &clients {
+        for change in errors {
+            let response = authorize_broken(&server, flow, change, None).await;
+            assert_eq!(response.status(), 400, "{} {change:?}", flow.redirect_uri);
+            assert!(response.headers().get("location").is_none());
+            let page = response.text().await.unwrap();
+            assert!(page.contains("start the connection again"), "{page}");
+        }
+    }
+    // The person approves the web client once in this browser; its errors then go back to it.
+    let web = &clients[0];
+    let (request_id, csrf, cookie, _) = server.consent_page(web, &app.mcp_url()).await;
+    let approved = server.decide(&request_id, &csrf, &cookie, "approve").await;
+    assert_eq!(approved.status(), 303);
+    let seen = approved
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .find(|c| c.starts_with("pmcp_approved_"))
+        .expect("an approval cookie");
+    for change in errors {
+        let response = authorize_broken(&server, web, change, Some(&seen)).await;
+        assert_eq!(response.status(), 302, "{change:?}");
+        let back = location(&response);
+        assert!(back.as_str().starts_with(&web.redirect_uri), "{back}");
+        assert_eq!(query(&back)["iss"], app.issuer());
+    }
+    // The approval is for that client only.
+    let response = authorize_broken(&server, &clients[1], errors[0], Some(&seen)).await;
+    assert_eq!(response.status(), 400);
+}
+
 #[tokio::test]
 async fn consent_needs_the_browser_that_opened_it() {
     let app = spawn(&[]).await;
