@@ -220,6 +220,15 @@ pub struct OAuthSettings {
     #[arg(long, env = "POLYTOMIC_MCP_OAUTH_ACCESS_TOKEN_TTL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub oauth_access_token_ttl_secs: u64,
 
+    /// Dynamic client registrations accepted per client address per minute (an IPv6 /64 counts as one address),
+    /// in each replica.
+    #[arg(long, env = "POLYTOMIC_MCP_OAUTH_REGISTRATIONS_PER_MINUTE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub oauth_registrations_per_minute: u32,
+
+    /// Registered clients kept that have not been used for a sign-in yet; at the cap the oldest of them make room.
+    #[arg(long, env = "POLYTOMIC_MCP_OAUTH_MAX_UNUSED_CLIENTS", default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub oauth_max_unused_clients: u32,
+
     /// Development and tests only: accept `http://` loopback URLs as OAuth client metadata documents.
     #[arg(
         long,

@@ -24,6 +24,11 @@ pub(crate) use text::{Newlines, visible, write_visible};
 pub(crate) const REQUEST_ID_HEADER: http::HeaderName =
     http::HeaderName::from_static("x-request-id");
 
+/// The caller's network address as the HTTP layer found it (the peer, or a trusted proxy's `X-Forwarded-For`),
+/// put into request extensions for features that count per address. `None` when it is not known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClientAddress(pub Option<std::net::IpAddr>);
+
 /// Wall-clock milliseconds since the Unix epoch: the one unit every stored time and window uses.
 pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{Extensions, HeaderMap};
 
-use crate::core::{Principal, now_ms};
+use crate::core::{ClientAddress, Principal, now_ms};
 use crate::error::ApiError;
 use crate::ratelimit::{Decision, OverLimit};
 use crate::state::AppState;
@@ -31,18 +31,26 @@ pub fn client_ip(
     extensions: &Extensions,
     trust_forwarded_for: bool,
 ) -> String {
-    let forwarded = trust_forwarded_for
-        .then(|| rightmost_forwarded(headers))
-        .flatten();
-    let peer = || {
-        extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| info.0.ip())
-    };
-    match forwarded.or_else(peer) {
+    match client_addr(headers, extensions, trust_forwarded_for) {
         Some(ip) => ip.to_string(),
         None => "unknown".to_owned(),
     }
+}
+
+/// [`client_ip`] as an address; `None` without a peer (a request that did not come over a socket).
+fn client_addr(
+    headers: &HeaderMap,
+    extensions: &Extensions,
+    trust_forwarded_for: bool,
+) -> Option<IpAddr> {
+    let forwarded = trust_forwarded_for
+        .then(|| rightmost_forwarded(headers))
+        .flatten();
+    forwarded.or_else(|| {
+        extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip())
+    })
 }
 
 fn rightmost_forwarded(headers: &HeaderMap) -> Option<IpAddr> {
@@ -54,12 +62,19 @@ fn rightmost_forwarded(headers: &HeaderMap) -> Option<IpAddr> {
         .ok()
 }
 
-/// The per-address limit alone, for the public OAuth endpoints.
-pub async fn limit_ip(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    match ip_over_limit(&state, request.headers(), request.extensions()) {
-        Err(refusal) => refusal.into_response(),
-        Ok(()) => next.run(request).await,
+/// The per-address limit alone, for the public OAuth endpoints, which also learn the address (registration
+/// counts per address).
+pub async fn limit_ip(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    if let Err(refusal) = ip_over_limit(&state, request.headers(), request.extensions()) {
+        return refusal.into_response();
     }
+    let address = client_addr(
+        request.headers(),
+        request.extensions(),
+        state.config.http.trust_forwarded_for,
+    );
+    request.extensions_mut().insert(ClientAddress(address));
+    next.run(request).await
 }
 
 /// A 429 when the caller's address is over its per-minute limit.

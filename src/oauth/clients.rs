@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
@@ -20,8 +20,9 @@ use super::{
     CLIENT_ID_PREFIX, CLIENT_SECRET_PREFIX, OAuth, OAuthError, REGISTRATION_TOKEN_PREFIX, now_ms,
     oauth_error,
 };
-use crate::core::{CappedReadError, Newlines, read_capped, visible};
+use crate::core::{CappedReadError, ClientAddress, Newlines, read_capped, visible};
 use crate::error::ApiError;
+use crate::ratelimit::Decision;
 use crate::store::Store;
 pub(crate) use crate::store::oauth::ClientKind;
 use crate::store::oauth::ClientRow;
@@ -29,6 +30,8 @@ use crate::store::oauth::ClientRow;
 const MAX_REDIRECT_URIS: usize = 10;
 const MAX_URI_LEN: usize = 2000;
 const MAX_NAME_LEN: usize = 200;
+/// All of a client's metadata as stored; real clients need a few hundred bytes.
+const MAX_STORED_METADATA: usize = 8 * 1024;
 /// Metadata documents are a few hundred bytes; the draft suggests a 5 KB limit, this leaves headroom.
 const MAX_METADATA_DOCUMENT: usize = 16 * 1024;
 const METADATA_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -266,54 +269,25 @@ fn invalid_redirect(description: impl Into<String>) -> ApiError {
     oauth_error(StatusCode::BAD_REQUEST, "invalid_redirect_uri", description)
 }
 
-/// Checks the fields both registration and metadata documents carry, filling RFC 7591 defaults.
+/// Checks the fields both registration and metadata documents carry, filling RFC 7591 defaults. Every field is
+/// bounded (lists de-duplicated and counted, strings measured) and so is the whole, since all of it is stored.
 fn checked_metadata(
     request: RegistrationRequest,
     default_auth: &str,
 ) -> Result<ClientMetadata, ApiError> {
-    let redirect_uris = request.redirect_uris.unwrap_or_default();
-    if redirect_uris.is_empty() {
-        return Err(invalid_redirect(
-            "redirect_uris is required and must not be empty",
-        ));
-    }
-    if redirect_uris.len() > MAX_REDIRECT_URIS {
-        return Err(invalid_redirect(format!(
-            "at most {MAX_REDIRECT_URIS} redirect_uris"
-        )));
-    }
-    for uri in &redirect_uris {
-        validate_redirect_uri(uri).map_err(invalid_redirect)?;
-    }
+    let redirect_uris = checked_redirect_uris(request.redirect_uris)?;
     let token_endpoint_auth_method = request
         .token_endpoint_auth_method
         .unwrap_or_else(|| default_auth.to_owned());
     if !AUTH_METHODS.contains(&token_endpoint_auth_method.as_str()) {
         return Err(invalid_metadata(format!(
-            "token_endpoint_auth_method {token_endpoint_auth_method:?} is not supported; use one of {}",
+            "token_endpoint_auth_method {:?} is not supported; use one of {}",
+            shortened(&token_endpoint_auth_method),
             AUTH_METHODS.join(", ")
         )));
     }
-    // Refresh tokens are issued to every client, so the default grant list says so.
-    let grant_types = request
-        .grant_types
-        .unwrap_or_else(|| vec!["authorization_code".into(), "refresh_token".into()]);
-    if let Some(bad) = grant_types
-        .iter()
-        .find(|g| !matches!(g.as_str(), "authorization_code" | "refresh_token"))
-    {
-        return Err(invalid_metadata(format!(
-            "grant type {bad:?} is not supported; use authorization_code and refresh_token"
-        )));
-    }
-    let response_types = request
-        .response_types
-        .unwrap_or_else(|| vec!["code".into()]);
-    if response_types.iter().any(|r| r != "code") {
-        return Err(invalid_metadata(
-            "only the response type \"code\" is supported",
-        ));
-    }
+    let (grant_types, response_types) =
+        checked_grants(request.grant_types, request.response_types)?;
     if let Some(kind) = &request.application_type
         && !matches!(kind.as_str(), "native" | "web")
     {
@@ -331,13 +305,13 @@ fn checked_metadata(
     };
     let uri_field = |field: &str, value: Option<String>| -> Result<Option<String>, ApiError> {
         match value {
-            Some(v) if v.len() > MAX_URI_LEN || Url::parse(&v).is_err() => {
-                Err(invalid_metadata(format!("{field} must be an absolute URL")))
-            }
+            Some(v) if v.len() > MAX_URI_LEN || Url::parse(&v).is_err() => Err(invalid_metadata(
+                format!("{field} must be an absolute URL of at most {MAX_URI_LEN} characters"),
+            )),
             other => Ok(other),
         }
     };
-    Ok(ClientMetadata {
+    let metadata = ClientMetadata {
         redirect_uris,
         client_name: short("client_name", request.client_name)?,
         client_uri: uri_field("client_uri", request.client_uri)?,
@@ -349,12 +323,91 @@ fn checked_metadata(
         scope: short("scope", request.scope)?,
         software_id: short("software_id", request.software_id)?,
         software_version: short("software_version", request.software_version)?,
-    })
+    };
+    let stored = serde_json::to_string(&metadata).map_or(usize::MAX, |text| text.len());
+    if stored > MAX_STORED_METADATA {
+        return Err(invalid_metadata(format!(
+            "the client metadata comes to {stored} bytes and at most {MAX_STORED_METADATA} are kept; \
+             register fewer or shorter redirect_uris, or leave out client_uri and logo_uri"
+        )));
+    }
+    Ok(metadata)
+}
+
+/// At most [`MAX_REDIRECT_URIS`] distinct redirect URIs, each valid.
+fn checked_redirect_uris(uris: Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
+    let uris = distinct(uris.unwrap_or_default());
+    if uris.is_empty() {
+        return Err(invalid_redirect(
+            "redirect_uris is required and must not be empty",
+        ));
+    }
+    if uris.len() > MAX_REDIRECT_URIS {
+        return Err(invalid_redirect(format!(
+            "at most {MAX_REDIRECT_URIS} redirect_uris"
+        )));
+    }
+    for uri in &uris {
+        validate_redirect_uri(uri).map_err(invalid_redirect)?;
+    }
+    Ok(uris)
+}
+
+/// The grant and response types, de-duplicated: only the authorization code flow (with refresh) is offered.
+fn checked_grants(
+    grant_types: Option<Vec<String>>,
+    response_types: Option<Vec<String>>,
+) -> Result<(Vec<String>, Vec<String>), ApiError> {
+    // Refresh tokens are issued to every client, so the default grant list says so.
+    let grant_types = distinct(
+        grant_types.unwrap_or_else(|| vec!["authorization_code".into(), "refresh_token".into()]),
+    );
+    if let Some(bad) = grant_types
+        .iter()
+        .find(|g| !matches!(g.as_str(), "authorization_code" | "refresh_token"))
+    {
+        return Err(invalid_metadata(format!(
+            "grant type {:?} is not supported; use authorization_code and refresh_token",
+            shortened(bad)
+        )));
+    }
+    let response_types = distinct(response_types.unwrap_or_else(|| vec!["code".into()]));
+    if response_types.iter().any(|r| r != "code") {
+        return Err(invalid_metadata(
+            "only the response type \"code\" is supported",
+        ));
+    }
+    Ok((grant_types, response_types))
+}
+
+/// The list without repeats, in its first order.
+fn distinct(values: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(values.len().min(MAX_REDIRECT_URIS + 1));
+    for value in values {
+        if !out.contains(&value) {
+            out.push(value);
+        }
+        // A list longer than any accepted one is refused anyway; stop comparing.
+        if out.len() > MAX_REDIRECT_URIS {
+            break;
+        }
+    }
+    out
+}
+
+/// Caller text quoted back in an error, cut to a readable length.
+fn shortened(text: &str) -> String {
+    text.chars().take(60).collect()
 }
 
 /// `POST /register`.
-pub async fn register(State(state): State<OAuthState>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn register(
+    State(state): State<OAuthState>,
+    address: Option<Extension<ClientAddress>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let oauth = &*state.oauth;
+    limit_registrations(&state, address.and_then(|Extension(ClientAddress(ip))| ip))?;
     let request: RegistrationRequest = serde_json::from_slice(&body).map_err(|e| {
         invalid_metadata(format!(
             "the body must be a JSON client metadata object: {e}"
@@ -370,6 +423,7 @@ pub async fn register(State(state): State<OAuthState>, body: Bytes) -> Result<Re
     } else {
         Some(oauth.keys.token(CLIENT_SECRET_PREFIX)?)
     };
+    make_room_for_a_registration(&state).await?;
     let row = ClientRow {
         client_id: client_id.clone(),
         kind: ClientKind::Registered,
@@ -399,6 +453,61 @@ pub async fn register(State(state): State<OAuthState>, body: Bytes) -> Result<Re
         body["client_secret_expires_at"] = json!(0);
     }
     Ok((StatusCode::CREATED, no_store(), axum::Json(body)).into_response())
+}
+
+/// A 429 when the caller's address has registered its allowance this minute. An IPv6 address counts by its
+/// /64, the block one subscriber gets, so a single host cannot register from a fresh address each time.
+fn limit_registrations(state: &OAuthState, address: Option<IpAddr>) -> Result<(), ApiError> {
+    let bucket = match address.map(|ip| ip.to_canonical()) {
+        Some(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("register:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Some(ip) => format!("register:{ip}"),
+        None => "register:unknown".to_owned(),
+    };
+    let limit = state.config.oauth.oauth_registrations_per_minute;
+    let Decision::Limited {
+        retry_after_secs, ..
+    } = state.rate_limiter.hit_local(&bucket, limit, now_ms())
+    else {
+        return Ok(());
+    };
+    state.metrics.rate_limited("registration");
+    Err(ApiError::TooManyRequests {
+        message: format!(
+            "too many client registrations from this address (limit {limit} per minute); retry after {retry_after_secs} s"
+        ),
+        retry_after_secs,
+    })
+}
+
+/// Keeps the registrations never used for a sign-in under the configured cap by dropping the oldest of them:
+/// a flood from many addresses then costs a bounded table, not a refusal for everyone. A client opens
+/// `/authorize` (which makes its registration used) as its next step, so the oldest unused are the abandoned.
+async fn make_room_for_a_registration(state: &OAuthState) -> Result<(), ApiError> {
+    let cap = i64::from(state.config.oauth.oauth_max_unused_clients);
+    let unused = state
+        .store
+        .count_unused_clients()
+        .await
+        .map_err(OAuthError::from)?;
+    if unused < cap {
+        return Ok(());
+    }
+    let dropped = state
+        .store
+        .delete_oldest_unused_clients(unused - cap + 1)
+        .await
+        .map_err(OAuthError::from)?;
+    if state.oauth.time_to_warn_of_full_registrations(now_ms()) {
+        tracing::warn!(
+            dropped,
+            cap,
+            "unused client registrations reached POLYTOMIC_MCP_OAUTH_MAX_UNUSED_CLIENTS; the oldest were dropped (warned at most once a minute)"
+        );
+    }
+    Ok(())
 }
 
 fn registration_body(
@@ -841,6 +950,78 @@ mod tests {
         for ip in allowed {
             assert!(address_allowed(ip.parse().unwrap(), false), "{ip} refused");
         }
+    }
+
+    fn registration(body: serde_json::Value) -> RegistrationRequest {
+        serde_json::from_value(body).unwrap()
+    }
+
+    fn refusal(error: ApiError) -> (&'static str, String) {
+        match error {
+            ApiError::OAuth {
+                error, description, ..
+            } => (error, description),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_stored_list_is_bounded_and_without_repeats() {
+        let flood = vec!["authorization_code"; 10_000];
+        let metadata = checked_metadata(
+            registration(json!({
+                "redirect_uris": ["http://127.0.0.1/cb", "http://127.0.0.1/cb", "http://[::1]/cb"],
+                "grant_types": flood,
+                "response_types": vec!["code"; 10_000],
+            })),
+            "none",
+        )
+        .unwrap();
+        assert_eq!(
+            metadata.redirect_uris,
+            ["http://127.0.0.1/cb", "http://[::1]/cb"]
+        );
+        assert_eq!(metadata.grant_types, ["authorization_code"]);
+        assert_eq!(metadata.response_types, ["code"]);
+        let eleven: Vec<String> = (0..11).map(|n| format!("http://127.0.0.1/cb{n}")).collect();
+        let (error, description) = refusal(
+            checked_metadata(registration(json!({"redirect_uris": eleven})), "none").unwrap_err(),
+        );
+        assert_eq!(error, "invalid_redirect_uri");
+        assert!(description.contains("at most 10"), "{description}");
+    }
+
+    #[test]
+    fn the_whole_stored_metadata_is_bounded() {
+        let long: Vec<String> = (0..5)
+            .map(|n| format!("https://app.example/{n}/{}", "p".repeat(1_900)))
+            .collect();
+        let (error, description) = refusal(
+            checked_metadata(registration(json!({"redirect_uris": long})), "none").unwrap_err(),
+        );
+        assert_eq!(error, "invalid_client_metadata");
+        assert!(description.contains("8192"), "{description}");
+        let (error, _) = refusal(
+            checked_metadata(
+                registration(json!({"redirect_uris": ["http://127.0.0.1/cb"], "client_name": "n".repeat(201)})),
+                "none",
+            )
+            .unwrap_err(),
+        );
+        assert_eq!(error, "invalid_client_metadata");
+        // A real client's metadata is far inside the bounds.
+        let claude = checked_metadata(
+            registration(json!({
+                "client_name": "Claude",
+                "redirect_uris": ["https://claude.ai/api/mcp/auth_callback", "https://claude.com/api/mcp/auth_callback"],
+                "token_endpoint_auth_method": "none",
+                "grant_types": ["authorization_code", "refresh_token"],
+                "response_types": ["code"]
+            })),
+            "client_secret_basic",
+        )
+        .unwrap();
+        assert!(serde_json::to_string(&claude).unwrap().len() < 1_000);
     }
 
     #[test]

@@ -123,6 +123,7 @@ pub struct OAuth {
     pub cimd_allow_http_loopback: bool,
     cimd_http: reqwest::Client,
     last_purge_ms: AtomicI64,
+    last_full_registrations_warning_ms: AtomicI64,
 }
 
 impl OAuth {
@@ -164,6 +165,7 @@ impl OAuth {
             cimd_allow_http_loopback: config.oauth.oauth_cimd_allow_http_loopback,
             cimd_http,
             last_purge_ms: AtomicI64::new(0),
+            last_full_registrations_warning_ms: AtomicI64::new(0),
         }))
     }
 
@@ -174,19 +176,27 @@ impl OAuth {
     /// Deletes expired rows now and then; cheap enough to call from any endpoint that creates rows.
     pub async fn maybe_purge(&self, store: &Store) {
         let now = now_ms();
-        let last = self.last_purge_ms.load(Ordering::Relaxed);
-        if now - last < PURGE_EVERY_MS
-            || self
-                .last_purge_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
+        if !once_per(&self.last_purge_ms, PURGE_EVERY_MS, now) {
             return;
         }
         if let Err(error) = store.purge_oauth(now).await {
             tracing::warn!(%error, "purging expired OAuth rows failed");
         }
     }
+
+    /// True at most once a minute, so a flood of registrations at the cap logs one warning, not one per request.
+    pub fn time_to_warn_of_full_registrations(&self, now: i64) -> bool {
+        once_per(&self.last_full_registrations_warning_ms, 60_000, now)
+    }
+}
+
+/// True when `every_ms` has passed since `last` and this caller is the one that moved it to `now`.
+fn once_per(last: &AtomicI64, every_ms: i64, now: i64) -> bool {
+    let previous = last.load(Ordering::Relaxed);
+    now - previous >= every_ms
+        && last
+            .compare_exchange(previous, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }
 
 /// POLYTOMIC_OAUTH_SCOPES may be space- or comma-separated.

@@ -1838,12 +1838,123 @@ async fn registration_floods_from_one_address_get_429() {
     assert_eq!(statuses, [201, 201, 429]);
 }
 
+/// A client for the OAuth endpoints whose connections come from `source` (any 127.0.0.0/8 address).
+fn from_address(source: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(source.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+async fn register_from(client: &reqwest::Client, app: &OAuthApp, name: &str) -> reqwest::Response {
+    client
+        .post(format!("http://{}/register", app.app.addr))
+        .json(&json!({"redirect_uris": [LOOPBACK_REDIRECT], "token_endpoint_auth_method": "none", "client_name": name}))
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
-async fn registrations_never_used_for_a_week_are_purged() {
+async fn a_registration_flood_from_one_address_is_capped_and_another_address_still_registers() {
+    let app = spawn(&["--oauth-registrations-per-minute", "3"]).await;
+    let flooder = from_address("127.0.0.2");
+    let mut statuses = Vec::new();
+    let mut refusal = None;
+    for n in 0..6 {
+        let response = register_from(&flooder, &app, &format!("flood {n}")).await;
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            refusal = Some(response);
+        }
+    }
+    assert_eq!(statuses, [201, 201, 201, 429, 429, 429]);
+    let refusal = refusal.unwrap();
+    let retry_after: u64 = refusal.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let body: Value = refusal.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("3 per minute"),
+        "{body}"
+    );
+    // Someone else, on another address, registers and signs in as usual.
+    let legitimate = from_address("127.0.0.3");
+    let response = register_from(&legitimate, &app, "Claude").await;
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    let server = Server {
+        base: format!("http://{}", app.app.addr),
+        http: legitimate,
+    };
+    let flow = Flow::new(
+        body["client_id"].as_str().unwrap(),
+        "http://127.0.0.1:54321/callback",
+    );
+    let code = sign_in(&server, &flow, &app.mcp_url()).await;
+    tokens(server.exchange(&flow, &code, &app.mcp_url()).await).await;
+}
+
+async fn dcr_client_ids(database_url: &str) -> Vec<String> {
+    let store = polytomic_mcp::store::Store::connect(database_url)
+        .await
+        .unwrap();
+    let polytomic_mcp::store::Store::Sqlite(pool) = &store else {
+        panic!("sqlite expected")
+    };
+    sqlx::query_scalar(
+        "SELECT client_id FROM oauth_clients WHERE kind = 'dcr' ORDER BY created_at_ms",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn unused_registrations_are_capped_in_total_and_the_oldest_unused_make_room() {
+    let app = spawn(&[
+        "--oauth-max-unused-clients",
+        "3",
+        "--oauth-registrations-per-minute",
+        "1000",
+    ])
+    .await;
+    // A client that signed in is used, and is never dropped to make room.
+    let (used, _) = signed_in(&app).await;
+    let server = app.server();
+    let mut unused = Vec::new();
+    for n in 0..6 {
+        let response = server
+            .register(json!({"redirect_uris": [LOOPBACK_REDIRECT], "token_endpoint_auth_method": "none", "client_name": format!("abandoned {n}")}))
+            .await;
+        assert_eq!(response.status(), 201, "registration {n}");
+        let body: Value = response.json().await.unwrap();
+        unused.push(body["client_id"].as_str().unwrap().to_owned());
+    }
+    let kept = dcr_client_ids(&app.app.database_url).await;
+    let mut expected = vec![used.client_id.clone()];
+    expected.extend_from_slice(&unused[3..]);
+    assert_eq!(
+        kept, expected,
+        "the used client and the newest three unused"
+    );
+    // A dropped registration is told to register again.
+    let dropped = Flow::new(&unused[0], "http://127.0.0.1:5000/callback");
+    let response = server.authorize_with(&dropped, &[]).await;
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().contains("register"));
+}
+
+#[tokio::test]
+async fn registrations_never_used_within_a_day_are_purged() {
     let oauth = spawn(&[]).await;
     let url = format!("http://{}/register", oauth.app.addr);
     let mut ids = Vec::new();
-    for name in ["stale", "fresh"] {
+    for name in ["stale", "recent"] {
         let body = json!({"redirect_uris": ["http://127.0.0.1/callback"], "token_endpoint_auth_method": "none", "client_name": name});
         let registered: Value = oauth
             .http
@@ -1863,15 +1974,17 @@ async fn registrations_never_used_for_a_week_are_purged() {
     let polytomic_mcp::store::Store::Sqlite(pool) = &store else {
         panic!("sqlite expected")
     };
-    sqlx::query("UPDATE oauth_clients SET created_at_ms = 0 WHERE client_id = $1")
-        .bind(&ids[0])
-        .execute(pool)
-        .await
-        .unwrap();
-    store
-        .purge_oauth(chrono::Utc::now().timestamp_millis())
-        .await
-        .unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let hour = 60 * 60 * 1000;
+    for (id, age) in [(&ids[0], 25 * hour), (&ids[1], 23 * hour)] {
+        sqlx::query("UPDATE oauth_clients SET created_at_ms = $1 WHERE client_id = $2")
+            .bind(now - age)
+            .bind(id)
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    store.purge_oauth(now).await.unwrap();
     let remaining: Vec<String> =
         sqlx::query_scalar("SELECT client_id FROM oauth_clients WHERE kind = 'dcr'")
             .fetch_all(pool)
@@ -1880,6 +1993,6 @@ async fn registrations_never_used_for_a_week_are_purged() {
     assert_eq!(
         remaining,
         [ids[1].clone()],
-        "the week-old unused registration is gone, the new one stays"
+        "the unused registration from 25 hours ago is gone, the one from 23 hours ago stays"
     );
 }
