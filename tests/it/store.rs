@@ -123,3 +123,112 @@ async fn oauth_purge_statements_run_on_every_backend() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
+
+/// SQLite, and a fresh PostgreSQL database when `POLYTOMIC_MCP_TEST_POSTGRES_URL` is set, for tests that count
+/// or delete across a whole table and so must not share it. Returns what to drop afterwards.
+async fn fresh_backends() -> (
+    Vec<(String, Store)>,
+    tempfile::TempDir,
+    Option<(String, String)>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Store::connect(&format!("sqlite://{}/fresh.db", dir.path().display()))
+        .await
+        .unwrap();
+    let mut out = vec![("sqlite".to_owned(), sqlite)];
+    let Ok(base_url) = std::env::var("POLYTOMIC_MCP_TEST_POSTGRES_URL") else {
+        return (out, dir, None);
+    };
+    let name = format!("pmcp_store_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&base_url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let mut url = url::Url::parse(&base_url).unwrap();
+    url.set_path(&format!("/{name}"));
+    out.push((
+        "postgres".to_owned(),
+        Store::connect(url.as_str()).await.unwrap(),
+    ));
+    (out, dir, Some((base_url, name)))
+}
+
+async fn drop_database(created: Option<(String, String)>) {
+    if let Some((base_url, name)) = created {
+        let admin = sqlx::PgPool::connect(&base_url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&admin)
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn unused_registrations_are_counted_dropped_oldest_first_and_purged_after_a_day_on_every_backend()
+ {
+    use polytomic_mcp::store::oauth::{ClientKind, ClientRow, SessionRow};
+    let (stores, _dir, created) = fresh_backends().await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let hour = 60 * 60 * 1000;
+    let client = |id: &str, age_ms: i64| ClientRow {
+        client_id: id.to_owned(),
+        kind: ClientKind::Registered,
+        metadata: "{}".to_owned(),
+        secret_hash: None,
+        registration_token_hash: None,
+        created_at_ms: now - age_ms,
+        expires_at_ms: None,
+    };
+    for (name, store) in &stores {
+        // Oldest first: a used client (it has a session), then four unused ones.
+        for (id, age) in [
+            ("used", 30 * hour),
+            ("a", 26 * hour),
+            ("b", 3 * hour),
+            ("c", 2 * hour),
+            ("d", hour),
+        ] {
+            store.insert_client(&client(id, age)).await.unwrap();
+        }
+        store
+            .insert_session(&SessionRow {
+                id: "s-1".into(),
+                client_id: "used".into(),
+                user_id: "u-1".into(),
+                organization_id: None,
+                scope: None,
+                upstream_access: None,
+                upstream_refresh: None,
+                upstream_expires_at_ms: None,
+                created_at_ms: now,
+                expires_at_ms: now + 1_000 * hour,
+                revoked_at_ms: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.count_unused_clients().await.unwrap(), 4, "{name}");
+        assert_eq!(
+            store.delete_oldest_unused_clients(2).await.unwrap(),
+            2,
+            "{name}"
+        );
+        let left = |id: &'static str| async move { store.get_client(id).await.unwrap().is_some() };
+        assert!(
+            left("used").await && !left("a").await && !left("b").await,
+            "{name}"
+        );
+        assert!(left("c").await && left("d").await, "{name}");
+        // A day after registering, the unused ones are purged (c and d are 2 h and 1 h old); the used one stays.
+        store.purge_oauth(now + 21 * hour).await.unwrap();
+        assert_eq!(store.count_unused_clients().await.unwrap(), 2, "{name}");
+        store.purge_oauth(now + 24 * hour).await.unwrap();
+        assert_eq!(store.count_unused_clients().await.unwrap(), 0, "{name}");
+        assert!(left("used").await, "{name}");
+    }
+    drop(stores);
+    drop_database(created).await;
+}
