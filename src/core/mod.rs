@@ -1,6 +1,7 @@
-//! The shared vocabulary every layer speaks: who is calling ([`Principal`], [`Credential`]), the session's
-//! modes, which client it is, and the clock. Nothing here does I/O or knows about features; every other
-//! module may depend on it and it depends on none of them.
+//! The shared vocabulary every layer speaks: who is calling ([`Principal`], [`Credential`]) and from which
+//! address, the session's modes, which client it is, the clock, and how caller text is made safe to show.
+//! Nothing here does I/O or knows about features; every other module may depend on it and it depends on none
+//! of them.
 
 mod client;
 mod io;
