@@ -30,7 +30,7 @@ use crate::store::oauth::ClientRow;
 const MAX_REDIRECT_URIS: usize = 10;
 const MAX_URI_LEN: usize = 2000;
 const MAX_NAME_LEN: usize = 200;
-/// All of a client's metadata as stored; real clients need a few hundred bytes.
+/// All of a client's metadata as stored; Claude's registration comes to under 1 KB.
 const MAX_STORED_METADATA: usize = 8 * 1024;
 /// Metadata documents are a few hundred bytes; the draft suggests a 5 KB limit, this leaves headroom.
 const MAX_METADATA_DOCUMENT: usize = 16 * 1024;
