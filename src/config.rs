@@ -136,7 +136,7 @@ pub struct HttpSettings {
     #[arg(long, env = "POLYTOMIC_MCP_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
     pub allowed_origins: Vec<Url>,
 
-    /// Take the client address from the last `X-Forwarded-For` hop (only behind a proxy that sets it).
+    /// Take the client address from the rightmost `X-Forwarded-For` address (only behind a proxy that appends it).
     #[arg(long, env = "POLYTOMIC_MCP_TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set)]
     pub trust_forwarded_for: bool,
 
@@ -266,6 +266,15 @@ pub struct OAuthSettings {
     /// 0 treats every second use as theft.
     #[arg(long, env = "POLYTOMIC_MCP_OAUTH_REFRESH_RETRY_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=300))]
     pub oauth_refresh_retry_secs: u64,
+
+    /// Dynamic client registrations accepted per client address per minute (an IPv6 /64 counts as one address),
+    /// in each replica.
+    #[arg(long, env = "POLYTOMIC_MCP_OAUTH_REGISTRATIONS_PER_MINUTE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub oauth_registrations_per_minute: u32,
+
+    /// Registered clients kept that have not been used for a sign-in yet; at the cap the oldest of them make room.
+    #[arg(long, env = "POLYTOMIC_MCP_OAUTH_MAX_UNUSED_CLIENTS", default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub oauth_max_unused_clients: u32,
 
     /// Development and tests only: accept `http://` loopback URLs as OAuth client metadata documents.
     #[arg(

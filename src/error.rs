@@ -35,6 +35,10 @@ pub enum ApiError {
     BodyTimeout { millis: u128 },
     #[error("the request body is larger than {limit} bytes")]
     BodyTooLarge { limit: usize },
+    #[error(
+        "the request body could not be read (a malformed chunked encoding, or the connection broke off); send it again, whole"
+    )]
+    BodyUnreadable,
     /// A body nested deeper than the JSON-RPC layer accepts, answered as a JSON-RPC invalid request.
     #[error("JSON nested deeper than {limit} levels")]
     JsonTooDeep { limit: usize },
@@ -73,6 +77,7 @@ impl IntoResponse for ApiError {
             ApiError::HeadersTooLarge { .. } => simple(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", &self),
             ApiError::BodyTimeout { .. } => simple(StatusCode::REQUEST_TIMEOUT, "body_timeout", &self),
             ApiError::BodyTooLarge { .. } => simple(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &self),
+            ApiError::BodyUnreadable => simple(StatusCode::BAD_REQUEST, "bad_body", &self),
             ApiError::NotFound => simple(StatusCode::NOT_FOUND, "not_found", &self),
             ApiError::JsonTooDeep { .. } => (
                 StatusCode::BAD_REQUEST,

@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::OutputFormat;
-use crate::core::{FirstRound, now_ms, spawn_periodic};
+use crate::core::{FirstRound, Newlines, now_ms, spawn_periodic, visible};
 use crate::store::{FeedbackRecord, Store};
 
 /// Calls remembered per principal, and for how long.
@@ -363,19 +363,15 @@ pub fn render(records: &[FeedbackRecord], format: OutputFormat) -> String {
                 let created = chrono::DateTime::from_timestamp_millis(r.created_at_ms)
                     .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
                     .unwrap_or_default();
-                let summary: String = r
-                    .summary
-                    .chars()
-                    .filter(|c| !c.is_control())
-                    .take(80)
-                    .collect();
+                let shown = |text: &str| visible(text, Newlines::Escape).into_owned();
+                let summary: String = shown(&r.summary).chars().take(80).collect();
                 let _ = writeln!(
                     out,
                     "{:<36}  {:<20}  {:<18}  {:<8}  {}",
-                    r.id,
+                    shown(&r.id),
                     created,
-                    r.category,
-                    r.severity.as_deref().unwrap_or("-"),
+                    shown(&r.category),
+                    shown(r.severity.as_deref().unwrap_or("-")),
                     summary
                 );
             }
@@ -390,18 +386,22 @@ pub fn render_one(record: &FeedbackRecord) -> String {
     serde_json::to_string_pretty(&webhook_payload(record)).unwrap_or_default() + "\n"
 }
 
-/// RFC 4180 quoting; a leading formula character is prefixed so spreadsheets do not execute agent text.
+/// Characters that make a spreadsheet read a cell as a formula when they lead it (OWASP, CSV injection).
+const FORMULA_LEADS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// One CSV cell of agent text: control and bidi characters as visible escapes (line feeds stay, inside the
+/// quotes), a leading formula character defused with `'`, and always quoted (RFC 4180), as OWASP advises.
 fn csv_cell(value: &str) -> String {
-    let value = if value.starts_with(['=', '+', '-', '@']) {
-        format!("'{value}")
-    } else {
-        value.to_owned()
-    };
-    if value.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value
+    let formula = value.trim_start_matches(' ').starts_with(FORMULA_LEADS);
+    let shown = visible(value, Newlines::Keep);
+    let mut cell = String::with_capacity(shown.len() + 4);
+    cell.push('"');
+    if formula {
+        cell.push('\'');
     }
+    cell.push_str(&shown.replace('"', "\"\""));
+    cell.push('"');
+    cell
 }
 
 #[cfg(test)]
@@ -463,11 +463,90 @@ mod tests {
         assert!(parse_since("yesterday", now).unwrap_err().contains("24h"));
     }
 
+    fn record(summary: &str, details: &str) -> FeedbackRecord {
+        FeedbackRecord {
+            id: "fb_1".into(),
+            created_at_ms: 86_400_000,
+            category: "bug".into(),
+            summary: summary.into(),
+            details: Some(details.into()),
+            tool: Some("execute".into()),
+            operation: None,
+            severity: Some("high".into()),
+            expected: Some("\t=1+2".into()),
+            actual: Some("\r@SUM(A1)".into()),
+            principal: "key_0123456789ab".into(),
+            organization_id: None,
+            auth_mode: "user".into(),
+            access_mode: "full-access".into(),
+            client_name: Some("evil\u{202e}gnp.exe".into()),
+            client_version: Some("+1".into()),
+            request_id: None,
+            recent_calls: None,
+        }
+    }
+
+    /// Characters that would act on a terminal or a spreadsheet instead of being shown.
+    fn assert_inert(out: &str) {
+        for c in out.chars() {
+            assert!(
+                c == '\n' || !(c.is_control() || crate::core::is_bidi_control(c)),
+                "{c:?} in {out:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn table_and_csv_show_control_and_bidi_characters_as_escapes() {
+        let records = [record(
+            "\u{1b}[31mred\u{1b}[0m\r\nline two \u{202e}txt.exe\u{2066}",
+            "details \u{1b}]8;;http://x\u{7} link\nsecond line",
+        )];
+        let table = render(&records, OutputFormat::Table);
+        assert_inert(&table);
+        assert!(table.contains("\\u{1b}[31mred"), "{table}");
+        assert!(table.contains("\\u{202e}txt.exe"), "{table}");
+        assert_eq!(table.lines().count(), 3, "one line per record: {table}");
+
+        let csv = render(&records, OutputFormat::Csv);
+        assert_inert(&csv);
+        assert!(
+            csv.contains("\\u{1b}]8;;http://x\\u{7} link\nsecond line"),
+            "{csv}"
+        );
+        assert!(csv.contains("evil\\u{202e}gnp.exe"), "{csv}");
+    }
+
+    #[test]
+    fn csv_defuses_every_formula_lead_including_tab_and_carriage_return() {
+        let csv = render(&[record("=HYPERLINK(\"x\")", "-2+3")], OutputFormat::Csv);
+        let row = csv.lines().nth(1).unwrap();
+        for cell in [
+            "\"'=HYPERLINK(\"\"x\"\")\"",
+            "\"'-2+3\"",
+            "\"'\\t=1+2\"",
+            "\"'\\r@SUM(A1)\"",
+            "\"'+1\"",
+        ] {
+            assert!(row.contains(cell), "{cell} not in {row}");
+        }
+    }
+
+    #[test]
+    fn json_output_keeps_the_text_exactly() {
+        let original = record("\u{1b}[31m\u{202e}", "=1");
+        let json = render(std::slice::from_ref(&original), OutputFormat::Json);
+        let parsed: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+        assert_eq!(parsed[0]["summary"], original.summary);
+        assert_eq!(parsed[0]["details"], "=1");
+    }
+
     #[test]
     fn csv_quotes_and_defuses_formulas() {
-        assert_eq!(csv_cell("plain"), "plain");
+        assert_eq!(csv_cell("plain"), "\"plain\"");
         assert_eq!(csv_cell("a,b"), "\"a,b\"");
         assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_cell("=cmd()"), "'=cmd()");
+        assert_eq!(csv_cell("=cmd()"), "\"'=cmd()\"");
+        assert_eq!(csv_cell("  =cmd()"), "\"'  =cmd()\"");
     }
 }

@@ -4,7 +4,7 @@
 
 use http::{HeaderMap, Uri, header};
 
-use crate::core::{Credential, Modes, Principal, parse_modes};
+use crate::core::{Credential, HeaderError, Modes, Principal, parse_modes};
 use crate::error::ApiError;
 use crate::secret::Secret;
 use crate::state::AppState;
@@ -93,6 +93,16 @@ pub(crate) fn check_host_and_origin(
     headers: &HeaderMap,
     uri: &Uri,
 ) -> Result<(), ApiError> {
+    // Two values leave it open which one a proxy or a later check reads; neither is trusted.
+    for (name, shown) in [("host", "Host"), ("origin", "Origin")] {
+        if headers.get_all(name).iter().nth(1).is_some() {
+            state.metrics.auth_failure("bad_header");
+            return Err(ApiError::BadHeader(HeaderError {
+                header: name,
+                message: format!("{shown} was sent more than once; send it once"),
+            }));
+        }
+    }
     let host = match headers.get(header::HOST) {
         Some(value) => value.to_str().ok().map(std::borrow::Cow::Borrowed),
         None => uri

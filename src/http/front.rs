@@ -21,7 +21,7 @@ use crate::auth::{api_key_principal, bearer_token, check_host_and_origin, reques
 use crate::core::Principal;
 use crate::error::ApiError;
 use crate::mcp::{McpState, PolytomicMcp};
-use crate::oauth::{ACCESS_TOKEN_PREFIX, OAuthState};
+use crate::oauth::OAuthState;
 use crate::state::AppState;
 
 pub(crate) type RmcpService = StreamableHttpService<PolytomicMcp, NeverSessionManager>;
@@ -96,7 +96,7 @@ async fn authenticate(front: &McpFront, headers: &HeaderMap) -> Result<Principal
         }
     })?;
     let modes = request_modes(state, headers)?;
-    if !token.expose().starts_with(ACCESS_TOKEN_PREFIX) {
+    if !crate::oauth::looks_issued(token.expose()) {
         return Ok(api_key_principal(token, modes));
     }
     let Some(oauth) = &front.oauth else {

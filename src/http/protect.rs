@@ -2,7 +2,7 @@
 //! (The body size limit is a tower layer in the router; the in-flight limit is in `front`.) Each check
 //! returns the [`ApiError`] to answer.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{Extensions, HeaderMap};
 
-use crate::core::{Principal, now_ms};
+use crate::core::{ClientAddress, Principal, now_ms};
 use crate::error::ApiError;
 use crate::ratelimit::{Decision, OverLimit};
 use crate::state::AppState;
@@ -22,33 +22,59 @@ const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// JSON nesting accepted in a request body; MCP messages need a handful of levels.
 pub const MAX_JSON_DEPTH: usize = 64;
 
-/// The caller's address: the connection's peer, or the last `X-Forwarded-For` hop when the operator says a
-/// trusted proxy sets it.
+/// The caller's address: the connection's peer, or the rightmost `X-Forwarded-For` address when the operator
+/// says a trusted proxy sets it. The rightmost over every line, since a proxy may add its own line after the
+/// client's; a value that is not an address (optionally with a port) falls back to the peer, so a caller
+/// cannot pick its own rate-limit bucket.
 pub fn client_ip(
     headers: &HeaderMap,
     extensions: &Extensions,
     trust_forwarded_for: bool,
 ) -> String {
-    if trust_forwarded_for
-        && let Some(last) = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-    {
-        return last.trim().to_owned();
+    match client_addr(headers, extensions, trust_forwarded_for) {
+        Some(ip) => ip.to_string(),
+        None => "unknown".to_owned(),
     }
-    extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip().to_string())
-        .unwrap_or_else(|| "unknown".to_owned())
 }
 
-/// The per-address limit alone, for the public OAuth endpoints.
-pub async fn limit_ip(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    match ip_over_limit(&state, request.headers(), request.extensions()) {
-        Err(refusal) => refusal.into_response(),
-        Ok(()) => next.run(request).await,
+/// [`client_ip`] as an address; `None` without a peer (a request that did not come over a socket).
+fn client_addr(
+    headers: &HeaderMap,
+    extensions: &Extensions,
+    trust_forwarded_for: bool,
+) -> Option<IpAddr> {
+    let forwarded = trust_forwarded_for
+        .then(|| rightmost_forwarded(headers))
+        .flatten();
+    forwarded.or_else(|| {
+        extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip())
+    })
+}
+
+fn rightmost_forwarded(headers: &HeaderMap) -> Option<IpAddr> {
+    let last_line = headers.get_all("x-forwarded-for").iter().next_back()?;
+    let value = last_line.to_str().ok()?.rsplit(',').next()?.trim();
+    value
+        .parse::<IpAddr>()
+        .or_else(|_| value.parse::<SocketAddr>().map(|addr| addr.ip()))
+        .ok()
+}
+
+/// The per-address limit alone, for the public OAuth endpoints, which also learn the address (registration
+/// counts per address).
+pub async fn limit_ip(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    if let Err(refusal) = ip_over_limit(&state, request.headers(), request.extensions()) {
+        return refusal.into_response();
     }
+    let address = client_addr(
+        request.headers(),
+        request.extensions(),
+        state.config.http.trust_forwarded_for,
+    );
+    request.extensions_mut().insert(ClientAddress(address));
+    next.run(request).await
 }
 
 /// A 429 when the caller's address is over its per-minute limit.
@@ -107,13 +133,32 @@ pub(crate) async fn read_body(state: &AppState, body: Body) -> Result<Bytes, Api
             millis: timeout.as_millis(),
         });
     };
-    let bytes = read.map_err(|_| ApiError::BodyTooLarge { limit })?;
+    let bytes = read.map_err(|error| {
+        if exceeds_length_limit(&error) {
+            ApiError::BodyTooLarge { limit }
+        } else {
+            // A broken chunked encoding or a connection cut mid-body: the client's fault, not its size.
+            ApiError::BodyUnreadable
+        }
+    })?;
     if json_depth(&bytes) > MAX_JSON_DEPTH {
         return Err(ApiError::JsonTooDeep {
             limit: MAX_JSON_DEPTH,
         });
     }
     Ok(bytes)
+}
+
+/// True when a body read failed on a length limit (ours or the size-limit layer's), not on the body itself.
+fn exceeds_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
 }
 
 /// Per-principal rate limit, after authentication. Over the limit, tool calls get a tool error (the returned
@@ -176,6 +221,59 @@ pub fn json_depth(bytes: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn peer(ip: &str) -> Extensions {
+        let mut extensions = Extensions::new();
+        extensions.insert(ConnectInfo(SocketAddr::new(ip.parse().unwrap(), 40000)));
+        extensions
+    }
+
+    fn forwarded(lines: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            headers.append("x-forwarded-for", line.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn the_rightmost_forwarded_address_over_every_line_is_the_client() {
+        let proxy = peer("10.0.0.2");
+        // A client-supplied line first, the proxy's own line last: the proxy's wins.
+        let headers = forwarded(&["6.6.6.6, 7.7.7.7", "203.0.113.9"]);
+        assert_eq!(client_ip(&headers, &proxy, true), "203.0.113.9");
+        assert_eq!(client_ip(&headers, &proxy, false), "10.0.0.2");
+        assert_eq!(
+            client_ip(&forwarded(&["1.1.1.1", "2001:DB8:0::1"]), &proxy, true),
+            "2001:db8::1",
+            "the address is canonical, so one client has one spelling"
+        );
+        assert_eq!(
+            client_ip(&forwarded(&["198.51.100.7:5123"]), &proxy, true),
+            "198.51.100.7"
+        );
+        assert_eq!(
+            client_ip(&forwarded(&["[2001:db8::2]:443"]), &proxy, true),
+            "2001:db8::2"
+        );
+    }
+
+    #[test]
+    fn an_unparsable_forwarded_address_falls_back_to_the_peer() {
+        let proxy = peer("10.0.0.2");
+        for lines in [
+            &["1.2.3.4", "bucket-of-my-choice"][..],
+            &["1.2.3.4, "][..],
+            &["unknown"][..],
+            &[""][..],
+        ] {
+            assert_eq!(
+                client_ip(&forwarded(lines), &proxy, true),
+                "10.0.0.2",
+                "{lines:?}"
+            );
+        }
+    }
 
     #[test]
     fn depth_ignores_brackets_in_strings() {

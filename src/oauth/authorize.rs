@@ -24,6 +24,8 @@ use crate::core::AccessMode;
 use crate::store::oauth::{CodeRow, PendingRow, PendingStatus, SessionRow};
 
 const COOKIE_PREFIX: &str = "pmcp_consent_";
+/// Set when the person approves a client on the consent page; lets that client's request errors go back to it.
+const APPROVED_COOKIE_PREFIX: &str = "pmcp_approved_";
 const MAX_STATE_LEN: usize = 2048;
 /// RFC 7636: the S256 challenge of a 32-byte verifier is 43 characters; allow the full verifier range.
 const CHALLENGE_LEN: std::ops::RangeInclusive<usize> = 43..=128;
@@ -32,6 +34,7 @@ const CHALLENGE_LEN: std::ops::RangeInclusive<usize> = 43..=128;
 
 pub async fn authorize(
     State(state): State<OAuthState>,
+    headers: HeaderMap,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
     let oauth = &*state.oauth;
@@ -48,13 +51,25 @@ pub async fn authorize(
     let client_state = param("state");
     let (challenge, resource) = match check_request(oauth, &params) {
         Ok(checked) => checked,
-        Err((error, description)) => {
+        Err((error, description)) if redirect_trusted(&headers, &client, redirect_uri) => {
             return redirect_to_client(
                 oauth,
                 redirect_uri,
                 client_state,
                 &[("error", error), ("error_description", &description)],
             );
+        }
+        Err((error, description)) => {
+            return PageRefusal::bad(
+                "This sign-in request cannot be completed",
+                format!(
+                    "The app asked for something this server does not allow ({error}: {description}). This server \
+                     does not send you back to the app's address on its own, because nobody has approved the app \
+                     in this browser yet. Return to the app and start the connection again; if this keeps \
+                     happening, the app needs fixing."
+                ),
+            )
+            .page();
         }
     };
 
@@ -213,6 +228,24 @@ async fn trusted_client<'a>(
     Ok((client, redirect_uri))
 }
 
+/// Whether a request error may go back to the client by an automatic redirect (RFC 9700 §4.11.2 allows it
+/// only to a trusted redirect URI). Anyone can register any https address, so an error redirect to it would
+/// make this server an open redirector. Trusted are: a loopback address (an app on the person's own computer,
+/// which no one else can stand up), and any redirect of a client this browser has approved on the consent page
+/// (the approval cookie). A CIMD client gets no exception: an attacker can publish a document naming their own
+/// site as easily as they can register it.
+fn redirect_trusted(headers: &HeaderMap, client: &Client, redirect_uri: &str) -> bool {
+    let loopback = Url::parse(redirect_uri).is_ok_and(|url| {
+        url.scheme() == "http" && url.host_str().is_some_and(clients::is_loopback_host)
+    });
+    loopback || read_cookie(headers, &approved_cookie_name(&client.id)).is_some()
+}
+
+/// The cookie that marks a client as approved in this browser; named by a hash, since a client id may be a URL.
+fn approved_cookie_name(client_id: &str) -> String {
+    format!("{APPROVED_COOKIE_PREFIX}{}", &hash(client_id)[..24])
+}
+
 /// The PKCE challenge and the `resource`, once the rest of the request is acceptable; otherwise the OAuth
 /// error and its description for the client.
 fn check_request<'a>(
@@ -292,69 +325,27 @@ pub async fn consent(
     let browser_ok = cookie_value
         .as_deref()
         .is_some_and(|value| same(value, &form.csrf_token));
-    let expired = || {
-        error_page(
-            StatusCode::BAD_REQUEST,
-            "This sign-in request has expired",
-            "It was already answered, took longer than 15 minutes, or was opened in another browser. \
-             Start the connection again from your app.",
-        )
-    };
     if !browser_ok {
-        return expired();
+        return request_expired_page();
     }
     let browser_hash = hash(&form.csrf_token);
     let now = now_ms();
     let pending = match state.store.get_pending(&form.request_id).await {
         Ok(Some(pending)) if same(&pending.browser_hash, &browser_hash) => pending,
-        Ok(_) => return expired(),
+        Ok(_) => return request_expired_page(),
         Err(error) => return server_error_page(error.into()),
     };
     match form.decision.as_str() {
         "approve" => {
             let offered = scope::access_of(pending.scope.as_deref());
-            let chosen = match chosen_access(form.access.as_deref(), offered) {
-                Ok(chosen) => chosen,
-                Err(message) => {
-                    return error_page(
-                        StatusCode::BAD_REQUEST,
-                        "This choice of access is not available",
-                        &message,
-                    );
-                }
-            };
-            let (upstream_state, verifier) = match (oauth.keys.token(""), oauth.keys.token("")) {
-                (Ok(s), Ok(v)) => (s, v),
-                (Err(error), _) | (_, Err(error)) => return server_error_page(error),
-            };
-            let sealed = match oauth.keys.encrypt(&verifier, &verifier_aad(&pending.id)) {
-                Ok(sealed) => sealed,
-                Err(error) => return server_error_page(error),
-            };
-            match state
-                .store
-                .approve_pending(
-                    &pending.id,
-                    &browser_hash,
-                    &hash(&upstream_state),
-                    &sealed,
-                    scope::granting(chosen),
-                    now,
-                )
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => return expired(),
-                Err(error) => return server_error_page(error.into()),
+            match chosen_access(form.access.as_deref(), offered) {
+                Ok(chosen) => approve(oauth, &state, &pending, &browser_hash, chosen, now).await,
+                Err(message) => error_page(
+                    StatusCode::BAD_REQUEST,
+                    "This choice of access is not available",
+                    &message,
+                ),
             }
-            tracing::info!(client_id = %pending.client_id, access = %chosen, "oauth consent approved");
-            redirect(
-                StatusCode::SEE_OTHER,
-                oauth
-                    .provider
-                    .authorize_url(&upstream_state, &verifier)
-                    .as_str(),
-            )
         }
         _ => {
             match state
@@ -363,7 +354,7 @@ pub async fn consent(
                 .await
             {
                 Ok(true) => {}
-                Ok(false) => return expired(),
+                Ok(false) => return request_expired_page(),
                 Err(error) => return server_error_page(error.into()),
             }
             tracing::info!(client_id = %pending.client_id, "oauth consent denied");
@@ -399,6 +390,61 @@ fn chosen_access(access: Option<&str>, offered: AccessMode) -> Result<AccessMode
         return Err("Full access was not offered for this connection (the server or the app allows reading only). Start the connection again from your app.".into());
     }
     Ok(chosen)
+}
+
+/// The person allowed the client: the request moves on to the Polytomic sign-in, and this browser remembers
+/// the approval (see [`redirect_trusted`]).
+async fn approve(
+    oauth: &OAuth,
+    state: &OAuthState,
+    pending: &PendingRow,
+    browser_hash: &str,
+    chosen: AccessMode,
+    now: i64,
+) -> Response {
+    let (upstream_state, verifier) = match (oauth.keys.token(""), oauth.keys.token("")) {
+        (Ok(s), Ok(v)) => (s, v),
+        (Err(error), _) | (_, Err(error)) => return server_error_page(error),
+    };
+    let sealed = match oauth.keys.encrypt(&verifier, &verifier_aad(&pending.id)) {
+        Ok(sealed) => sealed,
+        Err(error) => return server_error_page(error),
+    };
+    match state
+        .store
+        .approve_pending(
+            &pending.id,
+            browser_hash,
+            &hash(&upstream_state),
+            &sealed,
+            scope::granting(chosen),
+            now,
+        )
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return request_expired_page(),
+        Err(error) => return server_error_page(error.into()),
+    }
+    tracing::info!(client_id = %pending.client_id, access = %chosen, "oauth consent approved");
+    let mut response = redirect(
+        StatusCode::SEE_OTHER,
+        oauth
+            .provider
+            .authorize_url(&upstream_state, &verifier)
+            .as_str(),
+    );
+    set_cookie(&mut response, &approved_cookie(oauth, &pending.client_id));
+    response
+}
+
+fn request_expired_page() -> Response {
+    error_page(
+        StatusCode::BAD_REQUEST,
+        "This sign-in request has expired",
+        "It was already answered, took longer than 15 minutes, or was opened in another browser. \
+         Start the connection again from your app.",
+    )
 }
 
 fn verifier_aad(pending_id: &str) -> String {
@@ -440,20 +486,31 @@ pub async fn callback(
         return expired();
     };
     let now = now_ms();
+    let state_hash = hash(upstream_state);
+    // The browser is checked before the request is taken, so another browser cannot spend it.
+    let waiting = match state
+        .store
+        .find_pending_by_upstream_state(&state_hash, now)
+        .await
+    {
+        Ok(Some(waiting)) => waiting,
+        Ok(None) => return expired(),
+        Err(error) => return server_error_page(error.into()),
+    };
+    let browser_ok = read_cookie(&headers, &format!("{COOKIE_PREFIX}{}", waiting.id))
+        .is_some_and(|value| same(&hash(&value), &waiting.browser_hash));
+    if !browser_ok {
+        return expired();
+    }
     let pending = match state
         .store
-        .take_pending_by_upstream_state(&hash(upstream_state), now)
+        .take_pending_by_upstream_state(&state_hash, &waiting.browser_hash, now)
         .await
     {
         Ok(Some(pending)) => pending,
         Ok(None) => return expired(),
         Err(error) => return server_error_page(error.into()),
     };
-    let browser_ok = read_cookie(&headers, &format!("{COOKIE_PREFIX}{}", pending.id))
-        .is_some_and(|value| same(&hash(&value), &pending.browser_hash));
-    if !browser_ok {
-        return expired();
-    }
     let back = |error: &str, description: &str| {
         let mut response = redirect_to_client(
             oauth,
@@ -613,6 +670,20 @@ fn cookie(oauth: &OAuth, pending_id: &str, value: &str, max_age_secs: i64) -> St
     };
     format!(
         "{COOKIE_PREFIX}{pending_id}={value}; Path=/; Max-Age={max_age_secs}; HttpOnly; SameSite=Lax{secure}"
+    )
+}
+
+/// The approval mark, sent back only to `/authorize`, for as long as a sign-in may last.
+fn approved_cookie(oauth: &OAuth, client_id: &str) -> String {
+    let secure = if oauth.issuer.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!(
+        "{}=1; Path=/authorize; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
+        approved_cookie_name(client_id),
+        REFRESH_TTL_MS / 1000
     )
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
@@ -21,8 +21,9 @@ use super::{
     CLIENT_ID_PREFIX, CLIENT_SECRET_PREFIX, OAuth, OAuthError, REGISTRATION_TOKEN_PREFIX, now_ms,
     oauth_error,
 };
-use crate::core::{CappedReadError, read_capped};
+use crate::core::{CappedReadError, ClientAddress, Newlines, read_capped, visible};
 use crate::error::ApiError;
+use crate::ratelimit::Decision;
 use crate::store::Store;
 pub(crate) use crate::store::oauth::ClientKind;
 use crate::store::oauth::{ClientRow, SessionFilter};
@@ -30,6 +31,8 @@ use crate::store::oauth::{ClientRow, SessionFilter};
 const MAX_REDIRECT_URIS: usize = 10;
 const MAX_URI_LEN: usize = 2000;
 const MAX_NAME_LEN: usize = 200;
+/// All of a client's metadata as stored; Claude's registration comes to under 1 KB.
+const MAX_STORED_METADATA: usize = 8 * 1024;
 /// Metadata documents are a few hundred bytes; the draft suggests a 5 KB limit, this leaves headroom.
 const MAX_METADATA_DOCUMENT: usize = 16 * 1024;
 const METADATA_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -73,13 +76,16 @@ pub struct Client {
 }
 
 impl Client {
-    /// The name shown on the consent page: the client's own name (unverified) or its id.
+    /// The name shown on the consent page: the client's own name (unverified) or its id, with control and
+    /// bidirectional characters as visible escapes, so the name cannot reorder itself into something else.
     pub fn display_name(&self) -> String {
-        self.metadata
+        let name = self
+            .metadata
             .client_name
-            .clone()
+            .as_deref()
             .filter(|n| !n.trim().is_empty())
-            .unwrap_or_else(|| self.id.clone())
+            .unwrap_or(&self.id);
+        visible(name, Newlines::Escape).into_owned()
     }
 
     pub fn allows_redirect(&self, requested: &str) -> bool {
@@ -172,7 +178,7 @@ pub async fn resolve(oauth: &OAuth, store: &Store, client_id: &str) -> Result<Cl
 
 // ------------------------------------------------------------------ redirect URIs
 
-fn is_loopback_host(host: &str) -> bool {
+pub(crate) fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
@@ -264,54 +270,25 @@ fn invalid_redirect(description: impl Into<String>) -> ApiError {
     oauth_error(StatusCode::BAD_REQUEST, "invalid_redirect_uri", description)
 }
 
-/// Checks the fields both registration and metadata documents carry, filling RFC 7591 defaults.
+/// Checks the fields both registration and metadata documents carry, filling RFC 7591 defaults. Every field is
+/// bounded (lists de-duplicated and counted, strings measured) and so is the whole, since all of it is stored.
 fn checked_metadata(
     request: RegistrationRequest,
     default_auth: &str,
 ) -> Result<ClientMetadata, ApiError> {
-    let redirect_uris = request.redirect_uris.unwrap_or_default();
-    if redirect_uris.is_empty() {
-        return Err(invalid_redirect(
-            "redirect_uris is required and must not be empty",
-        ));
-    }
-    if redirect_uris.len() > MAX_REDIRECT_URIS {
-        return Err(invalid_redirect(format!(
-            "at most {MAX_REDIRECT_URIS} redirect_uris"
-        )));
-    }
-    for uri in &redirect_uris {
-        validate_redirect_uri(uri).map_err(invalid_redirect)?;
-    }
+    let redirect_uris = checked_redirect_uris(request.redirect_uris)?;
     let token_endpoint_auth_method = request
         .token_endpoint_auth_method
         .unwrap_or_else(|| default_auth.to_owned());
     if !AUTH_METHODS.contains(&token_endpoint_auth_method.as_str()) {
         return Err(invalid_metadata(format!(
-            "token_endpoint_auth_method {token_endpoint_auth_method:?} is not supported; use one of {}",
+            "token_endpoint_auth_method {:?} is not supported; use one of {}",
+            shortened(&token_endpoint_auth_method),
             AUTH_METHODS.join(", ")
         )));
     }
-    // Refresh tokens are issued to every client, so the default grant list says so.
-    let grant_types = request
-        .grant_types
-        .unwrap_or_else(|| vec!["authorization_code".into(), "refresh_token".into()]);
-    if let Some(bad) = grant_types
-        .iter()
-        .find(|g| !matches!(g.as_str(), "authorization_code" | "refresh_token"))
-    {
-        return Err(invalid_metadata(format!(
-            "grant type {bad:?} is not supported; use authorization_code and refresh_token"
-        )));
-    }
-    let response_types = request
-        .response_types
-        .unwrap_or_else(|| vec!["code".into()]);
-    if response_types.iter().any(|r| r != "code") {
-        return Err(invalid_metadata(
-            "only the response type \"code\" is supported",
-        ));
-    }
+    let (grant_types, response_types) =
+        checked_grants(request.grant_types, request.response_types)?;
     if let Some(kind) = &request.application_type
         && !matches!(kind.as_str(), "native" | "web")
     {
@@ -329,13 +306,13 @@ fn checked_metadata(
     };
     let uri_field = |field: &str, value: Option<String>| -> Result<Option<String>, ApiError> {
         match value {
-            Some(v) if v.len() > MAX_URI_LEN || Url::parse(&v).is_err() => {
-                Err(invalid_metadata(format!("{field} must be an absolute URL")))
-            }
+            Some(v) if v.len() > MAX_URI_LEN || Url::parse(&v).is_err() => Err(invalid_metadata(
+                format!("{field} must be an absolute URL of at most {MAX_URI_LEN} characters"),
+            )),
             other => Ok(other),
         }
     };
-    Ok(ClientMetadata {
+    let metadata = ClientMetadata {
         redirect_uris,
         client_name: short("client_name", request.client_name)?,
         client_uri: uri_field("client_uri", request.client_uri)?,
@@ -347,12 +324,91 @@ fn checked_metadata(
         scope: short("scope", request.scope)?,
         software_id: short("software_id", request.software_id)?,
         software_version: short("software_version", request.software_version)?,
-    })
+    };
+    let stored = serde_json::to_string(&metadata).map_or(usize::MAX, |text| text.len());
+    if stored > MAX_STORED_METADATA {
+        return Err(invalid_metadata(format!(
+            "the client metadata comes to {stored} bytes and at most {MAX_STORED_METADATA} are kept; \
+             register fewer or shorter redirect_uris, or leave out client_uri and logo_uri"
+        )));
+    }
+    Ok(metadata)
+}
+
+/// At most [`MAX_REDIRECT_URIS`] distinct redirect URIs, each valid.
+fn checked_redirect_uris(uris: Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
+    let uris = distinct(uris.unwrap_or_default());
+    if uris.is_empty() {
+        return Err(invalid_redirect(
+            "redirect_uris is required and must not be empty",
+        ));
+    }
+    if uris.len() > MAX_REDIRECT_URIS {
+        return Err(invalid_redirect(format!(
+            "at most {MAX_REDIRECT_URIS} redirect_uris"
+        )));
+    }
+    for uri in &uris {
+        validate_redirect_uri(uri).map_err(invalid_redirect)?;
+    }
+    Ok(uris)
+}
+
+/// The grant and response types, de-duplicated: only the authorization code flow (with refresh) is offered.
+fn checked_grants(
+    grant_types: Option<Vec<String>>,
+    response_types: Option<Vec<String>>,
+) -> Result<(Vec<String>, Vec<String>), ApiError> {
+    // Refresh tokens are issued to every client, so the default grant list says so.
+    let grant_types = distinct(
+        grant_types.unwrap_or_else(|| vec!["authorization_code".into(), "refresh_token".into()]),
+    );
+    if let Some(bad) = grant_types
+        .iter()
+        .find(|g| !matches!(g.as_str(), "authorization_code" | "refresh_token"))
+    {
+        return Err(invalid_metadata(format!(
+            "grant type {:?} is not supported; use authorization_code and refresh_token",
+            shortened(bad)
+        )));
+    }
+    let response_types = distinct(response_types.unwrap_or_else(|| vec!["code".into()]));
+    if response_types.iter().any(|r| r != "code") {
+        return Err(invalid_metadata(
+            "only the response type \"code\" is supported",
+        ));
+    }
+    Ok((grant_types, response_types))
+}
+
+/// The list without repeats, in its first order.
+fn distinct(values: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(values.len().min(MAX_REDIRECT_URIS + 1));
+    for value in values {
+        if !out.contains(&value) {
+            out.push(value);
+        }
+        // A list longer than any accepted one is refused anyway; stop comparing.
+        if out.len() > MAX_REDIRECT_URIS {
+            break;
+        }
+    }
+    out
+}
+
+/// Caller text quoted back in an error, cut to a readable length.
+fn shortened(text: &str) -> String {
+    text.chars().take(60).collect()
 }
 
 /// `POST /register`.
-pub async fn register(State(state): State<OAuthState>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn register(
+    State(state): State<OAuthState>,
+    address: Option<Extension<ClientAddress>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let oauth = &*state.oauth;
+    limit_registrations(&state, address.and_then(|Extension(ClientAddress(ip))| ip))?;
     let request: RegistrationRequest = serde_json::from_slice(&body).map_err(|e| {
         invalid_metadata(format!(
             "the body must be a JSON client metadata object: {e}"
@@ -368,6 +424,7 @@ pub async fn register(State(state): State<OAuthState>, body: Bytes) -> Result<Re
     } else {
         Some(oauth.keys.token(CLIENT_SECRET_PREFIX)?)
     };
+    make_room_for_a_registration(&state).await?;
     let row = ClientRow {
         client_id: client_id.clone(),
         kind: ClientKind::Registered,
@@ -397,6 +454,61 @@ pub async fn register(State(state): State<OAuthState>, body: Bytes) -> Result<Re
         body["client_secret_expires_at"] = json!(0);
     }
     Ok((StatusCode::CREATED, no_store(), axum::Json(body)).into_response())
+}
+
+/// A 429 when the caller's address has registered its allowance this minute. An IPv6 address counts by its
+/// /64, the block one subscriber gets, so a single host cannot register from a fresh address each time.
+fn limit_registrations(state: &OAuthState, address: Option<IpAddr>) -> Result<(), ApiError> {
+    let bucket = match address.map(|ip| ip.to_canonical()) {
+        Some(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("register:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Some(ip) => format!("register:{ip}"),
+        None => "register:unknown".to_owned(),
+    };
+    let limit = state.config.oauth.oauth_registrations_per_minute;
+    let Decision::Limited {
+        retry_after_secs, ..
+    } = state.rate_limiter.hit_local(&bucket, limit, now_ms())
+    else {
+        return Ok(());
+    };
+    state.metrics.rate_limited("registration");
+    Err(ApiError::TooManyRequests {
+        message: format!(
+            "too many client registrations from this address (limit {limit} per minute); retry after {retry_after_secs} s"
+        ),
+        retry_after_secs,
+    })
+}
+
+/// Keeps the registrations never used for a sign-in under the configured cap by dropping the oldest of them:
+/// a flood from many addresses then costs a bounded table, not a refusal for everyone. A client opens
+/// `/authorize` (which makes its registration used) as its next step, so the oldest unused are the abandoned.
+async fn make_room_for_a_registration(state: &OAuthState) -> Result<(), ApiError> {
+    let cap = i64::from(state.config.oauth.oauth_max_unused_clients);
+    let unused = state
+        .store
+        .count_unused_clients()
+        .await
+        .map_err(OAuthError::from)?;
+    if unused < cap {
+        return Ok(());
+    }
+    let dropped = state
+        .store
+        .delete_oldest_unused_clients(unused - cap + 1)
+        .await
+        .map_err(OAuthError::from)?;
+    if state.oauth.time_to_warn_of_full_registrations(now_ms()) {
+        tracing::warn!(
+            dropped,
+            cap,
+            "unused client registrations reached POLYTOMIC_MCP_OAUTH_MAX_UNUSED_CLIENTS; the oldest were dropped (warned at most once a minute)"
+        );
+    }
+    Ok(())
 }
 
 fn registration_body(
@@ -536,35 +648,71 @@ impl reqwest::dns::Resolve for PublicOnlyResolver {
     }
 }
 
-/// Globally routable unicast only (plus loopback in tests).
+/// Globally routable unicast only (plus loopback in tests). IPv6 is allowed only inside global unicast
+/// (2000::/3) minus its special-purpose blocks; the forms that carry an IPv4 address (mapped, SIIT, NAT64's
+/// well-known prefix, 6to4) are judged by that IPv4 address, since that is where a connection ends up.
 pub fn address_allowed(ip: IpAddr, allow_loopback: bool) -> bool {
     if ip.is_loopback() {
         return allow_loopback;
     }
     match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            !(v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || v4.is_multicast()
-                || a == 0
-                || a >= 240
-                || (a == 100 && (64..128).contains(&b)))
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return address_allowed(IpAddr::V4(v4), allow_loopback);
-            }
-            let first = v6.segments()[0];
-            !(v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80)
-        }
+        IpAddr::V4(v4) => ipv4_allowed(v4),
+        IpAddr::V6(v6) => match embedded_ipv4(v6) {
+            Some(v4) => !v4.is_loopback() && ipv4_allowed(v4),
+            None => ipv6_allowed(v6),
+        },
     }
+}
+
+fn ipv4_allowed(v4: std::net::Ipv4Addr) -> bool {
+    let [a, b, c, _] = v4.octets();
+    !(v4.is_private()
+        || v4.is_loopback()
+        || v4.is_link_local()
+        || v4.is_unspecified()
+        || v4.is_broadcast()
+        || v4.is_documentation()
+        || v4.is_multicast()
+        || a == 0
+        || a >= 240
+        // Shared address space (carrier-grade NAT), 100.64.0.0/10.
+        || (a == 100 && (64..128).contains(&b))
+        // IETF protocol assignments, 192.0.0.0/24.
+        || (a == 192 && b == 0 && c == 0)
+        // The deprecated 6to4 relay anycast, 192.88.99.0/24.
+        || (a == 192 && b == 88 && c == 99)
+        // Benchmarking, 198.18.0.0/15.
+        || (a == 198 && (b & 0xfe) == 18))
+}
+
+/// The IPv4 address an IPv6 address stands for, when it is one of the forms that embed one.
+fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let o = v6.octets();
+    let last_32 = std::net::Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    match v6.segments() {
+        // IPv4-mapped ::ffff:a.b.c.d and the SIIT form ::ffff:0:a.b.c.d.
+        [0, 0, 0, 0, 0, 0xffff, ..] | [0, 0, 0, 0, 0xffff, 0, ..] => Some(last_32),
+        // NAT64 well-known prefix 64:ff9b::/96.
+        [0x64, 0xff9b, 0, 0, 0, 0, ..] => Some(last_32),
+        // 6to4 2002:a.b.c.d::/48.
+        [0x2002, ..] => Some(std::net::Ipv4Addr::new(o[2], o[3], o[4], o[5])),
+        _ => None,
+    }
+}
+
+/// IPv6 that embeds no IPv4 address: global unicast (2000::/3) only, without its special-purpose blocks.
+/// Everything else (::/96 IPv4-compatible, 64:ff9b:1::/48 local-use NAT64, 100::/64 discard, fc00::/7,
+/// fe80::/10, fec0::/10, multicast) lies outside 2000::/3.
+fn ipv6_allowed(v6: std::net::Ipv6Addr) -> bool {
+    let s = v6.segments();
+    let global_unicast = (s[0] & 0xe000) == 0x2000;
+    let special_purpose = match s[0] {
+        // IETF protocol assignments 2001::/23 (Teredo, ORCHID, benchmarking…) and documentation 2001:db8::/32.
+        0x2001 => s[1] < 0x0200 || s[1] == 0x0db8,
+        // Documentation 3fff::/20.
+        first => (first & 0xfff0) == 0x3ff0,
+    };
+    global_unicast && !special_purpose
 }
 
 fn document_error(message: impl Into<String>) -> ClientError {
@@ -747,6 +895,147 @@ mod tests {
         }
         assert!(address_allowed("93.184.216.34".parse().unwrap(), false));
         assert!(address_allowed("127.0.0.1".parse().unwrap(), true));
+    }
+
+    /// Addresses that reach a private, reserved or translated network, spelled every way the resolver could
+    /// return them. Only parsed, never connected to.
+    #[test]
+    fn embedded_and_reserved_addresses_are_refused() {
+        let refused = [
+            // IPv4 special-purpose ranges.
+            "198.18.0.1",
+            "198.19.255.254",
+            "192.0.0.8",
+            "192.0.0.170",
+            "192.88.99.1",
+            "224.0.0.1",
+            "240.0.0.1",
+            "255.255.255.255",
+            "0.1.2.3",
+            "192.0.2.10",
+            // IPv4-compatible (deprecated) ::a.b.c.d.
+            "::10.0.0.1",
+            "::127.0.0.1",
+            "::169.254.169.254",
+            "::8.8.8.8",
+            // IPv4-mapped and the SIIT form ::ffff:0:a.b.c.d.
+            "::ffff:192.168.0.1",
+            "::ffff:0:10.0.0.1",
+            "::ffff:0:127.0.0.1",
+            // NAT64: well-known prefix with private targets, and the local-use prefix whatever it embeds.
+            "64:ff9b::10.0.0.1",
+            "64:ff9b::169.254.169.254",
+            "64:ff9b::127.0.0.1",
+            "64:ff9b:1::a00:1",
+            "64:ff9b:1:ffff::1",
+            // 6to4 with private targets.
+            "2002:a00:1::1",
+            "2002:c0a8:101::1",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::1",
+            // Reserved IPv6 ranges.
+            "fec0::1",
+            "feff::1",
+            "100::1",
+            "100::ffff:ffff:ffff:ffff",
+            "fc00::1",
+            "fe80::1",
+            "ff02::1",
+            "2001:db8::1",
+            "2001::1",
+            "2001:2::1",
+            "3fff::1",
+            "5f00::1",
+            "::",
+            "::1",
+        ];
+        for ip in refused {
+            assert!(!address_allowed(ip.parse().unwrap(), false), "{ip} passed");
+        }
+        let allowed = [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "2a00:1450:4001:81b::200e",
+            "::ffff:93.184.216.34",
+            "64:ff9b::93.184.216.34",
+            "2002:5db8:d822::1",
+        ];
+        for ip in allowed {
+            assert!(address_allowed(ip.parse().unwrap(), false), "{ip} refused");
+        }
+    }
+
+    fn registration(body: serde_json::Value) -> RegistrationRequest {
+        serde_json::from_value(body).unwrap()
+    }
+
+    fn refusal(error: ApiError) -> (&'static str, String) {
+        match error {
+            ApiError::OAuth {
+                error, description, ..
+            } => (error, description),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_stored_list_is_bounded_and_without_repeats() {
+        let flood = vec!["authorization_code"; 10_000];
+        let metadata = checked_metadata(
+            registration(json!({
+                "redirect_uris": ["http://127.0.0.1/cb", "http://127.0.0.1/cb", "http://[::1]/cb"],
+                "grant_types": flood,
+                "response_types": vec!["code"; 10_000],
+            })),
+            "none",
+        )
+        .unwrap();
+        assert_eq!(
+            metadata.redirect_uris,
+            ["http://127.0.0.1/cb", "http://[::1]/cb"]
+        );
+        assert_eq!(metadata.grant_types, ["authorization_code"]);
+        assert_eq!(metadata.response_types, ["code"]);
+        let eleven: Vec<String> = (0..11).map(|n| format!("http://127.0.0.1/cb{n}")).collect();
+        let (error, description) = refusal(
+            checked_metadata(registration(json!({"redirect_uris": eleven})), "none").unwrap_err(),
+        );
+        assert_eq!(error, "invalid_redirect_uri");
+        assert!(description.contains("at most 10"), "{description}");
+    }
+
+    #[test]
+    fn the_whole_stored_metadata_is_bounded() {
+        let long: Vec<String> = (0..5)
+            .map(|n| format!("https://app.example/{n}/{}", "p".repeat(1_900)))
+            .collect();
+        let (error, description) = refusal(
+            checked_metadata(registration(json!({"redirect_uris": long})), "none").unwrap_err(),
+        );
+        assert_eq!(error, "invalid_client_metadata");
+        assert!(description.contains("8192"), "{description}");
+        let (error, _) = refusal(
+            checked_metadata(
+                registration(json!({"redirect_uris": ["http://127.0.0.1/cb"], "client_name": "n".repeat(201)})),
+                "none",
+            )
+            .unwrap_err(),
+        );
+        assert_eq!(error, "invalid_client_metadata");
+        // A real client's metadata is far inside the bounds.
+        let claude = checked_metadata(
+            registration(json!({
+                "client_name": "Claude",
+                "redirect_uris": ["https://claude.ai/api/mcp/auth_callback", "https://claude.com/api/mcp/auth_callback"],
+                "token_endpoint_auth_method": "none",
+                "grant_types": ["authorization_code", "refresh_token"],
+                "response_types": ["code"]
+            })),
+            "client_secret_basic",
+        )
+        .unwrap();
+        assert!(serde_json::to_string(&claude).unwrap().len() < 1_000);
     }
 
     #[test]

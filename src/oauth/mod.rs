@@ -35,13 +35,26 @@ use crate::store::{Store, StoreError};
 pub use keys::{Keys, install_jwt_provider};
 pub use provider::Provider;
 
-/// Prefix of every access token this server issues; any other bearer token is a Polytomic API key.
+/// Prefix of every access token this server issues; a bearer token without [`ISSUED_PREFIX`] is a Polytomic
+/// API key.
 pub const ACCESS_TOKEN_PREFIX: &str = "pmcp_at_";
 pub const REFRESH_TOKEN_PREFIX: &str = "pmcp_rt_";
 pub const CODE_PREFIX: &str = "pmcp_ac_";
 pub const CLIENT_ID_PREFIX: &str = "pmcp_client_";
 pub const CLIENT_SECRET_PREFIX: &str = "pmcp_cs_";
 pub const REGISTRATION_TOKEN_PREFIX: &str = "pmcp_reg_";
+
+/// What every token, code and secret this server issues starts with.
+const ISSUED_PREFIX: &str = "pmcp_";
+
+/// True for a bearer token that claims to be one this server issued, in any letter case: it is checked here
+/// as such (and refused unless it is a valid access token), never passed to Polytomic as an API key, where
+/// a mistyped or misused token of ours (a refresh token, say) would leak.
+pub fn looks_issued(token: &str) -> bool {
+    token
+        .get(..ISSUED_PREFIX.len())
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(ISSUED_PREFIX))
+}
 
 /// How long a consent page and the upstream sign-in may take.
 const PENDING_TTL_MS: i64 = 15 * 60 * 1000;
@@ -116,6 +129,7 @@ pub struct OAuth {
     pub cimd_allow_http_loopback: bool,
     cimd_http: reqwest::Client,
     last_purge_ms: AtomicI64,
+    last_full_registrations_warning_ms: AtomicI64,
 }
 
 impl OAuth {
@@ -159,19 +173,14 @@ impl OAuth {
             cimd_allow_http_loopback: config.oauth.oauth_cimd_allow_http_loopback,
             cimd_http,
             last_purge_ms: AtomicI64::new(0),
+            last_full_registrations_warning_ms: AtomicI64::new(0),
         }))
     }
 
     /// Deletes expired rows now and then; cheap enough to call from any endpoint that creates rows.
     pub async fn maybe_purge(&self, store: &Store) {
         let now = now_ms();
-        let last = self.last_purge_ms.load(Ordering::Relaxed);
-        if now - last < PURGE_EVERY_MS
-            || self
-                .last_purge_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
+        if !once_per(&self.last_purge_ms, PURGE_EVERY_MS, now) {
             return;
         }
         if let Err(error) = store.purge_oauth(now).await {
@@ -185,6 +194,20 @@ impl OAuth {
             tracing::warn!(%error, "forgetting refresh tokens kept for retries failed");
         }
     }
+
+    /// True at most once a minute, so a flood of registrations at the cap logs one warning, not one per request.
+    pub fn time_to_warn_of_full_registrations(&self, now: i64) -> bool {
+        once_per(&self.last_full_registrations_warning_ms, 60_000, now)
+    }
+}
+
+/// True when `every_ms` has passed since `last` and this caller is the one that moved it to `now`.
+fn once_per(last: &AtomicI64, every_ms: i64, now: i64) -> bool {
+    let previous = last.load(Ordering::Relaxed);
+    now - previous >= every_ms
+        && last
+            .compare_exchange(previous, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }
 
 /// POLYTOMIC_OAUTH_SCOPES may be space- or comma-separated.

@@ -40,6 +40,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0006_oauth_refresh_retry.sql"),
         postgres: include_str!("../../migrations/postgres/0006_oauth_refresh_retry.sql"),
     },
+    Migration {
+        version: 8,
+        sqlite: include_str!("../../migrations/sqlite/0008_oauth_client_housekeeping.sql"),
+        postgres: include_str!("../../migrations/postgres/0008_oauth_client_housekeeping.sql"),
+    },
 ];
 
 /// Arbitrary constant naming this application's migration lock in `pg_advisory_lock`.

@@ -175,6 +175,20 @@ pub struct UpstreamTokens {
 
 const SIGNING_KEY_ID: &str = "signing";
 
+/// How long a registration that never led to a sign-in is kept. MCP clients register as the first step of a
+/// sign-in and open `/authorize` next; a day still leaves room for one that registers now and signs in later
+/// that day, while an abandoned connect or a flood is gone by the next day (a week kept 7 times as many).
+pub const UNUSED_CLIENT_TTL_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// A registered client with no sign-in behind it: no session and no pending request.
+macro_rules! unused_client {
+    () => {
+        "kind = 'dcr' \
+         AND NOT EXISTS (SELECT 1 FROM oauth_sessions s WHERE s.client_id = oauth_clients.client_id) \
+         AND NOT EXISTS (SELECT 1 FROM oauth_pending p WHERE p.client_id = oauth_clients.client_id)"
+    };
+}
+
 macro_rules! pending_columns {
     () => {
         "id, client_id, redirect_uri, state, code_challenge, scope, resource, browser_hash, status, \
@@ -272,6 +286,29 @@ impl Store {
         Ok(row)
     }
 
+    /// Registered clients never used for a sign-in.
+    pub async fn count_unused_clients(&self) -> Result<i64, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT COUNT(*) FROM oauth_clients WHERE ",
+            unused_client!()
+        );
+        let count: i64 = with_pool!(self, pool => sqlx::query_scalar(SQL).fetch_one(pool).await?);
+        Ok(count)
+    }
+
+    /// Deletes the `count` oldest registrations never used for a sign-in; returns how many went.
+    pub async fn delete_oldest_unused_clients(&self, count: i64) -> Result<u64, StoreError> {
+        const SQL: &str = concat!(
+            "DELETE FROM oauth_clients WHERE client_id IN (SELECT client_id FROM oauth_clients WHERE ",
+            unused_client!(),
+            " ORDER BY created_at_ms, client_id LIMIT $1)"
+        );
+        let deleted = with_pool!(self, pool => {
+            sqlx::query(SQL).bind(count).execute(pool).await?.rows_affected()
+        });
+        Ok(deleted)
+    }
+
     /// Deletes a registered client and revokes every session it holds (RFC 7592 delete).
     pub async fn delete_client(&self, client_id: &str, now_ms: i64) -> Result<bool, StoreError> {
         const DELETE: &str = "DELETE FROM oauth_clients WHERE client_id = $1 AND kind = 'dcr'";
@@ -367,21 +404,47 @@ impl Store {
         Ok(changed == 1)
     }
 
-    /// Takes the request that the upstream callback's `state` names; a second callback with the same state
-    /// finds nothing.
-    pub async fn take_pending_by_upstream_state(
+    /// The request waiting for the upstream callback whose `state` this is, without taking it: the callback
+    /// checks the browser first, so that a request from another browser cannot spend the sign-in.
+    pub async fn find_pending_by_upstream_state(
         &self,
         upstream_state_hash: &str,
         now_ms: i64,
     ) -> Result<Option<PendingRow>, StoreError> {
         const SQL: &str = concat!(
-            "UPDATE oauth_pending SET status = 'done' WHERE upstream_state_hash = $1 AND status = 'upstream' ",
-            "AND expires_at_ms > $2 RETURNING ",
+            "SELECT ",
+            pending_columns!(),
+            " FROM oauth_pending WHERE upstream_state_hash = $1 AND status = 'upstream' AND expires_at_ms > $2"
+        );
+        let row = with_pool!(self, pool => {
+            sqlx::query(SQL)
+                .bind(upstream_state_hash)
+                .bind(now_ms)
+                .fetch_optional(pool)
+                .await?
+                .map(|row| pending_from_row(&row))
+                .transpose()?
+        });
+        Ok(row)
+    }
+
+    /// Takes the request that the upstream callback's `state` names, for the browser that started it; a second
+    /// callback with the same state finds nothing.
+    pub async fn take_pending_by_upstream_state(
+        &self,
+        upstream_state_hash: &str,
+        browser_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<PendingRow>, StoreError> {
+        const SQL: &str = concat!(
+            "UPDATE oauth_pending SET status = 'done' WHERE upstream_state_hash = $1 AND browser_hash = $2 ",
+            "AND status = 'upstream' AND expires_at_ms > $3 RETURNING ",
             pending_columns!()
         );
         let row = with_pool!(self, pool => {
             sqlx::query(SQL)
                 .bind(upstream_state_hash)
+                .bind(browser_hash)
                 .bind(now_ms)
                 .fetch_optional(pool)
                 .await?
@@ -634,16 +697,18 @@ impl Store {
             "DELETE FROM oauth_refresh_tokens WHERE expires_at_ms < $1",
             "DELETE FROM oauth_sessions WHERE expires_at_ms < $1",
             "DELETE FROM oauth_clients WHERE kind = 'cimd' AND expires_at_ms < $1",
-            // Claude registers a client on every fresh connect: drop registrations that never led to a sign-in
-            // within a week, so the table does not grow without bound.
-            "DELETE FROM oauth_clients WHERE kind = 'dcr' AND created_at_ms < $1 - 604800000 \
-             AND NOT EXISTS (SELECT 1 FROM oauth_sessions s WHERE s.client_id = oauth_clients.client_id) \
-             AND NOT EXISTS (SELECT 1 FROM oauth_pending p WHERE p.client_id = oauth_clients.client_id)",
         ];
+        // Claude registers a client on every fresh connect: drop registrations that never led to a sign-in
+        // within a day (UNUSED_CLIENT_TTL_MS), so the table does not grow without bound.
+        const UNUSED: &str = concat!(
+            "DELETE FROM oauth_clients WHERE created_at_ms < $1 AND ",
+            unused_client!()
+        );
         with_pool!(self, pool => {
             for sql in STATEMENTS {
                 sqlx::query(*sql).bind(now_ms).execute(pool).await?;
             }
+            sqlx::query(UNUSED).bind(now_ms - UNUSED_CLIENT_TTL_MS).execute(pool).await?;
         });
         Ok(())
     }

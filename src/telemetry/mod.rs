@@ -1,6 +1,7 @@
-//! Logs (tracing: pretty locally, JSON in production) and Prometheus metrics.
+//! Logs (tracing: text locally, JSON in production; caller text escaped in both) and Prometheus metrics.
 
 mod log_format;
+mod text_format;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -34,7 +35,7 @@ pub fn init_tracing(format: LogFormat) {
             .fmt_fields(log_format::JsonFragment)
             .event_format(log_format::JsonLine)
             .try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.fmt_fields(text_format::TextFields).try_init(),
     };
 }
 

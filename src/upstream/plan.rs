@@ -318,6 +318,14 @@ fn check_query(
             };
             let values: Vec<&Value> = match value {
                 Value::Null => continue,
+                // Polytomic would read repeated keys as it pleases (first, last, or a list) for a parameter
+                // that takes one value; say so instead of guessing.
+                Value::Array(_) if !takes_a_list(param) => {
+                    return Err(PlanError::BadQuery(format!(
+                        "query parameter {name:?} of {} takes one value ({}), not a list; give one value, or make one call per value",
+                        op.key, param.ty
+                    )));
+                }
                 Value::Array(items) => items.iter().collect(),
                 other => vec![other],
             };
@@ -341,6 +349,14 @@ fn check_query(
         }
     }
     Ok(pairs)
+}
+
+/// A query parameter whose schema is an array (or may be one), sent as repeated keys.
+fn takes_a_list(param: &Param) -> bool {
+    param
+        .ty
+        .split('|')
+        .any(|variant| variant.starts_with("array"))
 }
 
 fn scalar_text(value: &Value) -> Option<String> {

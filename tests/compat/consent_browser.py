@@ -163,6 +163,10 @@ class Browser:
         self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=30, suppress_origin=True)
         self.next_id = 0
         self.events: list[dict] = []
+        self.send("Page.enable")
+        # Lifecycle events carry the loader id of their document, so a wait can tell this page's load from an
+        # earlier one's.
+        self.send("Page.setLifecycleEventsEnabled", enabled=True)
 
     def send(self, method: str, **params) -> dict:
         self.next_id += 1
@@ -176,43 +180,65 @@ class Browser:
                 return message.get("result", {})
             self.events.append(message)
 
-    def wait_event(self, method: str, timeout: float = 20.0) -> dict:
+    def wait_for_event(self, matches, what: str, timeout: float = 60.0) -> dict:
+        """The first event, already received or still to come, for which `matches` is true."""
         deadline = time.time() + timeout
-        while time.time() < deadline:
-            for i, event in enumerate(self.events):
-                if event.get("method") == method:
-                    return self.events.pop(i)
-            self.ws.settimeout(max(0.1, deadline - time.time()))
-            try:
-                self.events.append(json.loads(self.ws.recv()))
-            except websocket.WebSocketTimeoutException:
-                break
-        raise TimeoutError(f"no {method} within {timeout}s")
+        try:
+            while True:
+                for i, event in enumerate(self.events):
+                    if matches(event):
+                        return self.events.pop(i)
+                remaining = deadline - time.time()
+                if remaining <= 0:
+                    raise TimeoutError(f"no {what} within {timeout}s")
+                self.ws.settimeout(remaining)
+                try:
+                    self.events.append(json.loads(self.ws.recv()))
+                except websocket.WebSocketTimeoutException:
+                    raise TimeoutError(f"no {what} within {timeout}s") from None
+        finally:
+            self.ws.settimeout(30)
+
+    def wait_loaded(self, loader_id: str) -> None:
+        """Waits for the load event of the document that navigation `loader_id` brings. Matching on the loader id
+        matters: a load event of an earlier page can still be on its way (Chromium's start page under load, or the
+        page before) and must not count, or the DOM is read while the real navigation replaces it."""
+        self.wait_for_event(
+            lambda e: e.get("method") == "Page.lifecycleEvent"
+            and e["params"].get("name") == "load"
+            and e["params"].get("loaderId") == loader_id,
+            f"load of the document of navigation {loader_id}")
 
     def navigate(self, url: str):
-        self.events.clear()
-        self.send("Page.navigate", url=url)
-        self.wait_event("Page.loadEventFired")
+        result = self.send("Page.navigate", url=url)
+        if result.get("errorText"):
+            raise RuntimeError(f"navigating to {url}: {result['errorText']}")
+        self.wait_loaded(result["loaderId"])
+
+    def wait_for_page(self, url_prefix: str) -> None:
+        """Waits until the main frame has navigated to a URL starting with `url_prefix` and that document has
+        loaded: a navigation started by a click has no loader id to wait on until it commits."""
+        event = self.wait_for_event(
+            lambda e: e.get("method") == "Page.frameNavigated"
+            and not e["params"]["frame"].get("parentId")
+            and e["params"]["frame"]["url"].startswith(url_prefix),
+            f"navigation to {url_prefix}")
+        self.wait_loaded(event["params"]["frame"]["loaderId"])
 
     def text(self) -> str:
         root = self.send("DOM.getDocument", depth=-1)["root"]
         return self.send("DOM.getOuterHTML", nodeId=root["nodeId"])["outerHTML"]
 
     def click(self, selector: str):
-        """A real mouse click in the middle of the element (no script involved)."""
-        # Events of an earlier navigation may still be in flight, so wait for the element, not for an event.
-        node = 0
-        deadline = time.time() + 15
-        while not node and time.time() < deadline:
-            root = self.send("DOM.getDocument")["root"]
-            node = self.send("DOM.querySelector", nodeId=root["nodeId"], selector=selector)["nodeId"]
-            if not node:
-                time.sleep(0.1)
+        """A real mouse click in the middle of the element (no script involved), on a page that has loaded."""
+        root = self.send("DOM.getDocument")["root"]
+        node = self.send("DOM.querySelector", nodeId=root["nodeId"], selector=selector)["nodeId"]
         if not node:
             raise RuntimeError(f"no element {selector}")
         quad = self.send("DOM.getBoxModel", nodeId=node)["model"]["content"]
         x = (quad[0] + quad[4]) / 2
         y = (quad[1] + quad[5]) / 2
+        # Nothing the click causes can have arrived yet; what is kept so far belongs to earlier pages.
         self.events.clear()
         for kind in ("mousePressed", "mouseReleased"):
             self.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
@@ -278,15 +304,6 @@ def authorize_url(base: str, client_id: str, redirect: str, verifier: str, state
     })
 
 
-def wait_for(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def run(args) -> None:
     workdir = tempfile.mkdtemp(prefix="consent-browser-")
     provider = serve(Provider, ProviderHandler)
@@ -306,7 +323,6 @@ def run(args) -> None:
             return
         client_id = registration["client_id"]
         browser = Browser(args.chromium)
-        browser.send("Page.enable")
         # The page must work with no script at all.
         browser.send("Emulation.setScriptExecutionDisabled", value=True)
 
@@ -324,8 +340,13 @@ def run(args) -> None:
         check("screenshot taken", os.path.getsize(args.screenshot) > 10_000, f"{os.path.getsize(args.screenshot)} bytes")
 
         browser.click('button[value="approve"]')
-        arrived = wait_for(lambda: len(client.received) >= 1)
-        if not check("approve goes through the provider and back to the client", arrived, f"{browser.text()[:500]}"):
+        try:
+            browser.wait_for_page(redirect)
+            arrived = len(client.received) >= 1
+            seen = ""
+        except TimeoutError as error:
+            arrived, seen = False, f"{error}: {browser.text()[:500]}"
+        if not check("approve goes through the provider and back to the client", arrived, seen):
             return
         back = client.received[-1]
         check("client gets code, state and iss",
@@ -353,7 +374,8 @@ def run(args) -> None:
         state2 = secrets.token_urlsafe(16)
         browser.navigate(authorize_url(base, client_id, redirect, secrets.token_urlsafe(48), state2))
         browser.click('button[value="deny"]')
-        arrived = wait_for(lambda: len(client.received) >= 2)
+        browser.wait_for_page(redirect)
+        arrived = len(client.received) >= 2
         denied = client.received[-1] if arrived else {}
         check("cancel returns error=access_denied with state",
               denied.get("error") == "access_denied" and denied.get("state") == state2, json.dumps(denied))

@@ -7,6 +7,7 @@ mod architecture;
 mod common;
 mod execute;
 mod feedback;
+mod hardening;
 mod oauth;
 mod openapi_document;
 mod pages;

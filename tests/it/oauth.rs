@@ -1106,6 +1106,24 @@ async fn claude_web_callbacks_register_and_receive_the_code() {
     }
 }
 
+#[tokio::test]
+async fn the_consent_page_shows_bidi_and_control_characters_of_a_client_name_as_escapes() {
+    let app = spawn(&[]).await;
+    let server = app.server();
+    // Displayed raw, the override would make the name read "Claude exe.txt" backwards as a trusted-looking name.
+    let flow = server
+        .register_native("Cla\u{202e}edualC\u{202c} \u{2066}Desktop\u{1b}[0m")
+        .await;
+    let (_, _, _, html) = server.consent_page(&flow, &app.mcp_url()).await;
+    for c in ['\u{202e}', '\u{202c}', '\u{2066}', '\u{1b}'] {
+        assert!(!html.contains(c), "{c:?} reached the page");
+    }
+    assert!(
+        html.contains(r"Cla\u{202e}edualC\u{202c} \u{2066}Desktop\u{1b}[0m"),
+        "{html}"
+    );
+}
+
 // ---------------------------------------------------------------- client ID metadata documents
 
 /// Serves `documents` (path → JSON) on a loopback port.
@@ -1345,6 +1363,94 @@ async fn authorize_errors_after_the_redirect_check_go_back_to_the_client() {
     assert_eq!(params["iss"], app.issuer());
 }
 
+/// GET /authorize for `flow` with some parameters replaced or removed, sending `cookie` when given.
+async fn authorize_broken(
+    server: &Server,
+    flow: &Flow,
+    change: &[(&str, Option<&str>)],
+    cookie: Option<&str>,
+) -> reqwest::Response {
+    let challenge = pkce(&flow.verifier);
+    let mut params: Vec<(&str, &str)> = vec![
+        ("response_type", "code"),
+        ("client_id", &flow.client_id),
+        ("redirect_uri", &flow.redirect_uri),
+        ("code_challenge", &challenge),
+        ("code_challenge_method", "S256"),
+        ("state", &flow.state),
+    ];
+    for (name, value) in change {
+        params.retain(|(n, _)| n != name);
+        if let Some(value) = value {
+            params.push((name, value));
+        }
+    }
+    let mut request = server
+        .http
+        .get(format!("{}/authorize", server.base))
+        .query(&params);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn request_errors_for_a_web_redirect_are_shown_not_redirected_until_the_person_approved_the_client()
+ {
+    let app = spawn(&[]).await;
+    let server = app.server();
+    let mut clients = Vec::new();
+    for redirect in [
+        "https://app.example/oauth/callback",
+        "com.example.app:/oauth2redirect",
+    ] {
+        let response = server
+            .register(json!({"client_name": "Some App", "redirect_uris": [redirect], "token_endpoint_auth_method": "none"}))
+            .await;
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        clients.push(Flow::new(body["client_id"].as_str().unwrap(), redirect));
+    }
+    let errors: [&[(&str, Option<&str>)]; 3] = [
+        &[("response_type", Some("token"))],
+        &[("code_challenge", None)],
+        &[("prompt", Some("none"))],
+    ];
+    // Nobody has approved these clients: an error page, never a redirect to an address anyone could register.
+    for flow in &clients {
+        for change in errors {
+            let response = authorize_broken(&server, flow, change, None).await;
+            assert_eq!(response.status(), 400, "{} {change:?}", flow.redirect_uri);
+            assert!(response.headers().get("location").is_none());
+            let page = response.text().await.unwrap();
+            assert!(page.contains("start the connection again"), "{page}");
+        }
+    }
+    // The person approves the web client once in this browser; its errors then go back to it.
+    let web = &clients[0];
+    let (request_id, csrf, cookie, _) = server.consent_page(web, &app.mcp_url()).await;
+    let approved = server.decide(&request_id, &csrf, &cookie, "approve").await;
+    assert_eq!(approved.status(), 303);
+    let seen = approved
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .find(|c| c.starts_with("pmcp_approved_"))
+        .expect("an approval cookie");
+    for change in errors {
+        let response = authorize_broken(&server, web, change, Some(&seen)).await;
+        assert_eq!(response.status(), 302, "{change:?}");
+        let back = location(&response);
+        assert!(back.as_str().starts_with(&web.redirect_uri), "{back}");
+        assert_eq!(query(&back)["iss"], app.issuer());
+    }
+    // The approval is for that client only.
+    let response = authorize_broken(&server, &clients[1], errors[0], Some(&seen)).await;
+    assert_eq!(response.status(), 400);
+}
+
 #[tokio::test]
 async fn consent_needs_the_browser_that_opened_it() {
     let app = spawn(&[]).await;
@@ -1385,16 +1491,33 @@ async fn consent_needs_the_browser_that_opened_it() {
     // The genuine approval still works afterwards.
     let response = server.decide(&request_id, &csrf, &cookie, "approve").await;
     assert_eq!(response.status(), 303);
-    // A callback without the consent cookie is refused.
+    // A callback without the consent cookie (or with another browser's) is refused, and does not spend the
+    // sign-in: the browser that holds the cookie still completes it.
     let to_provider = location(&response);
     let provider_answer = server.http.get(to_provider).send().await.unwrap();
+    let to_callback = location(&provider_answer);
+    let response = server.http.get(to_callback.clone()).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    let (cookie_name, _) = cookie.split_once('=').unwrap();
     let response = server
         .http
-        .get(location(&provider_answer))
+        .get(to_callback.clone())
+        .header("cookie", format!("{cookie_name}=another-browser"))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
+    let response = server
+        .http
+        .get(to_callback)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 302, "{:?}", response.text().await);
+    let back = query(&location(&response));
+    assert!(back["code"].starts_with("pmcp_ac_"), "{back:?}");
+    assert_eq!(back["state"], flow.state);
 }
 
 #[tokio::test]
@@ -1489,6 +1612,9 @@ async fn tampered_or_foreign_tokens_are_refused() {
         format!("pmcp_at_{}.{}.{}", parts[0], parts[1], signature),
         format!("pmcp_at_{}.{}.", none_header, parts[1]),
         "pmcp_at_garbage".to_owned(),
+        // Our own token with the prefix in another case, and a refresh token: ours, so never an API key.
+        format!("PMCP_AT_{jwt}"),
+        issued["refresh_token"].as_str().unwrap().to_owned(),
     ] {
         let response = raw_mcp(&app.mcp_url(), &token, &[]).await;
         assert_eq!(response.status(), 401, "{token}");
@@ -1880,12 +2006,123 @@ async fn registration_floods_from_one_address_get_429() {
     assert_eq!(statuses, [201, 201, 429]);
 }
 
+/// A client for the OAuth endpoints whose connections come from `source` (any 127.0.0.0/8 address).
+fn from_address(source: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(source.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+async fn register_from(client: &reqwest::Client, app: &OAuthApp, name: &str) -> reqwest::Response {
+    client
+        .post(format!("http://{}/register", app.app.addr))
+        .json(&json!({"redirect_uris": [LOOPBACK_REDIRECT], "token_endpoint_auth_method": "none", "client_name": name}))
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
-async fn registrations_never_used_for_a_week_are_purged() {
+async fn a_registration_flood_from_one_address_is_capped_and_another_address_still_registers() {
+    let app = spawn(&["--oauth-registrations-per-minute", "3"]).await;
+    let flooder = from_address("127.0.0.2");
+    let mut statuses = Vec::new();
+    let mut refusal = None;
+    for n in 0..6 {
+        let response = register_from(&flooder, &app, &format!("flood {n}")).await;
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            refusal = Some(response);
+        }
+    }
+    assert_eq!(statuses, [201, 201, 201, 429, 429, 429]);
+    let refusal = refusal.unwrap();
+    let retry_after: u64 = refusal.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let body: Value = refusal.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("3 per minute"),
+        "{body}"
+    );
+    // Someone else, on another address, registers and signs in as usual.
+    let legitimate = from_address("127.0.0.3");
+    let response = register_from(&legitimate, &app, "Claude").await;
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    let server = Server {
+        base: format!("http://{}", app.app.addr),
+        http: legitimate,
+    };
+    let flow = Flow::new(
+        body["client_id"].as_str().unwrap(),
+        "http://127.0.0.1:54321/callback",
+    );
+    let code = sign_in(&server, &flow, &app.mcp_url()).await;
+    tokens(server.exchange(&flow, &code, &app.mcp_url()).await).await;
+}
+
+async fn dcr_client_ids(database_url: &str) -> Vec<String> {
+    let store = polytomic_mcp::store::Store::connect(database_url)
+        .await
+        .unwrap();
+    let polytomic_mcp::store::Store::Sqlite(pool) = &store else {
+        panic!("sqlite expected")
+    };
+    sqlx::query_scalar(
+        "SELECT client_id FROM oauth_clients WHERE kind = 'dcr' ORDER BY created_at_ms",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn unused_registrations_are_capped_in_total_and_the_oldest_unused_make_room() {
+    let app = spawn(&[
+        "--oauth-max-unused-clients",
+        "3",
+        "--oauth-registrations-per-minute",
+        "1000",
+    ])
+    .await;
+    // A client that signed in is used, and is never dropped to make room.
+    let (used, _) = signed_in(&app).await;
+    let server = app.server();
+    let mut unused = Vec::new();
+    for n in 0..6 {
+        let response = server
+            .register(json!({"redirect_uris": [LOOPBACK_REDIRECT], "token_endpoint_auth_method": "none", "client_name": format!("abandoned {n}")}))
+            .await;
+        assert_eq!(response.status(), 201, "registration {n}");
+        let body: Value = response.json().await.unwrap();
+        unused.push(body["client_id"].as_str().unwrap().to_owned());
+    }
+    let kept = dcr_client_ids(&app.app.database_url).await;
+    let mut expected = vec![used.client_id.clone()];
+    expected.extend_from_slice(&unused[3..]);
+    assert_eq!(
+        kept, expected,
+        "the used client and the newest three unused"
+    );
+    // A dropped registration is told to register again.
+    let dropped = Flow::new(&unused[0], "http://127.0.0.1:5000/callback");
+    let response = server.authorize_with(&dropped, &[]).await;
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().contains("register"));
+}
+
+#[tokio::test]
+async fn registrations_never_used_within_a_day_are_purged() {
     let oauth = spawn(&[]).await;
     let url = format!("http://{}/register", oauth.app.addr);
     let mut ids = Vec::new();
-    for name in ["stale", "fresh"] {
+    for name in ["stale", "recent"] {
         let body = json!({"redirect_uris": ["http://127.0.0.1/callback"], "token_endpoint_auth_method": "none", "client_name": name});
         let registered: Value = oauth
             .http
@@ -1905,15 +2142,17 @@ async fn registrations_never_used_for_a_week_are_purged() {
     let polytomic_mcp::store::Store::Sqlite(pool) = &store else {
         panic!("sqlite expected")
     };
-    sqlx::query("UPDATE oauth_clients SET created_at_ms = 0 WHERE client_id = $1")
-        .bind(&ids[0])
-        .execute(pool)
-        .await
-        .unwrap();
-    store
-        .purge_oauth(chrono::Utc::now().timestamp_millis())
-        .await
-        .unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let hour = 60 * 60 * 1000;
+    for (id, age) in [(&ids[0], 25 * hour), (&ids[1], 23 * hour)] {
+        sqlx::query("UPDATE oauth_clients SET created_at_ms = $1 WHERE client_id = $2")
+            .bind(now - age)
+            .bind(id)
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    store.purge_oauth(now).await.unwrap();
     let remaining: Vec<String> =
         sqlx::query_scalar("SELECT client_id FROM oauth_clients WHERE kind = 'dcr'")
             .fetch_all(pool)
@@ -1922,6 +2161,6 @@ async fn registrations_never_used_for_a_week_are_purged() {
     assert_eq!(
         remaining,
         [ids[1].clone()],
-        "the week-old unused registration is gone, the new one stays"
+        "the unused registration from 25 hours ago is gone, the one from 23 hours ago stays"
     );
 }

@@ -483,3 +483,105 @@ async fn check_refresh_rotation(store: Store, _url: String, name: &str) {
         "{name}"
     );
 }
+
+/// A fresh PostgreSQL database, for checks that count or delete across a whole table and so must not share
+/// it; returns the store, the server's URL and the database's name (for [`drop_database`]).
+async fn fresh_postgres() -> (Store, String, String) {
+    let base_url = crate::common::postgres_url();
+    let name = format!("pmcp_store_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&base_url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let mut url = url::Url::parse(&base_url).unwrap();
+    url.set_path(&format!("/{name}"));
+    (Store::connect(url.as_str()).await.unwrap(), base_url, name)
+}
+
+async fn drop_database(base_url: &str, name: &str) {
+    let admin = sqlx::PgPool::connect(base_url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+}
+
+mod unused_registrations_are_counted_dropped_oldest_first_and_purged_after_a_day {
+    #[tokio::test]
+    async fn on_sqlite() {
+        let (store, _url, _dir) = super::sqlite().await;
+        super::check_unused_registrations(&store, "sqlite").await;
+    }
+
+    #[tokio::test]
+    #[ignore = "needs PostgreSQL: set POLYTOMIC_MCP_TEST_POSTGRES_URL and run `cargo test -- --ignored` (.ci/run does)"]
+    async fn on_postgres() {
+        let (store, base_url, name) = super::fresh_postgres().await;
+        super::check_unused_registrations(&store, "postgres").await;
+        store.close().await;
+        super::drop_database(&base_url, &name).await;
+    }
+}
+
+async fn check_unused_registrations(store: &Store, name: &str) {
+    use polytomic_mcp::store::oauth::{ClientKind, ClientRow, SessionRow};
+    let now = chrono::Utc::now().timestamp_millis();
+    let hour = 60 * 60 * 1000;
+    let client = |id: &str, age_ms: i64| ClientRow {
+        client_id: id.to_owned(),
+        kind: ClientKind::Registered,
+        metadata: "{}".to_owned(),
+        secret_hash: None,
+        registration_token_hash: None,
+        created_at_ms: now - age_ms,
+        expires_at_ms: None,
+    };
+    // Oldest first: a used client (it has a session), then four unused ones.
+    for (id, age) in [
+        ("used", 30 * hour),
+        ("a", 26 * hour),
+        ("b", 3 * hour),
+        ("c", 2 * hour),
+        ("d", hour),
+    ] {
+        store.insert_client(&client(id, age)).await.unwrap();
+    }
+    store
+        .insert_session(&SessionRow {
+            id: "s-1".into(),
+            client_id: "used".into(),
+            user_id: "u-1".into(),
+            organization_id: None,
+            scope: None,
+            upstream_access: None,
+            upstream_refresh: None,
+            upstream_expires_at_ms: None,
+            created_at_ms: now,
+            expires_at_ms: now + 1_000 * hour,
+            revoked_at_ms: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.count_unused_clients().await.unwrap(), 4, "{name}");
+    assert_eq!(
+        store.delete_oldest_unused_clients(2).await.unwrap(),
+        2,
+        "{name}"
+    );
+    let left = |id: &'static str| async move { store.get_client(id).await.unwrap().is_some() };
+    assert!(
+        left("used").await && !left("a").await && !left("b").await,
+        "{name}"
+    );
+    assert!(left("c").await && left("d").await, "{name}");
+    // A day after registering, the unused ones are purged (c and d are 2 h and 1 h old); the used one stays.
+    store.purge_oauth(now + 21 * hour).await.unwrap();
+    assert_eq!(store.count_unused_clients().await.unwrap(), 2, "{name}");
+    store.purge_oauth(now + 24 * hour).await.unwrap();
+    assert_eq!(store.count_unused_clients().await.unwrap(), 0, "{name}");
+    assert!(left("used").await, "{name}");
+}
