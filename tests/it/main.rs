@@ -14,3 +14,4 @@ mod resilience;
 mod search_quality;
 mod server;
 mod store;
+mod stranger;
