@@ -39,8 +39,26 @@ fn bench_search(c: &mut Criterion) {
     }
     // The most a caller can ask for: as many words as accepted, each one a vocabulary word that expands.
     let longest = [
-        "run", "job", "source", "destination", "show", "see", "check", "fail", "broken", "history",
-        "permission", "access", "column", "pause", "resume", "trigger", "bulk", "model", "sync", "user",
+        "run",
+        "job",
+        "source",
+        "destination",
+        "show",
+        "see",
+        "check",
+        "fail",
+        "broken",
+        "history",
+        "permission",
+        "access",
+        "column",
+        "pause",
+        "resume",
+        "trigger",
+        "bulk",
+        "model",
+        "sync",
+        "user",
     ]
     .iter()
     .cycle()

@@ -1,5 +1,5 @@
-//! Everything `/mcp` does before the tools, as one handler: Host/Origin, the in-flight limit, header size and
-//! per-address limit, body nesting, authentication, the per-principal limit, then the direct `tools/call`
+//! Everything `/mcp` does before the tools, as one handler: Host/Origin, the per-address then server-wide
+//! in-flight limits, header size and per-address rate limit, body nesting, authentication, the per-principal limit, then the direct `tools/call`
 //! path or rmcp. One function instead of a stack of middleware layers, because each layer cloned everything
 //! beneath it on every request (rmcp's service included, whose cancellation token takes a lock to clone).
 //! Each step returns `Result<_, ApiError>`; the refusal is rendered once, at the end.
@@ -16,6 +16,7 @@ use rmcp::transport::streamable_http_server::session::never::NeverSessionManager
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
+use super::address_slots::{AddressSlot, AddressSlots};
 use super::{direct, protect};
 use crate::auth::{api_key_principal, bearer_token, check_host_and_origin, request_modes};
 use crate::core::Principal;
@@ -27,13 +28,14 @@ use crate::state::AppState;
 pub(crate) type RmcpService = StreamableHttpService<PolytomicMcp, NeverSessionManager>;
 
 /// The `/mcp` handler's own state: the infrastructure, the OAuth server when it is on, the tools, rmcp's
-/// service (cloned only for requests that reach it) and the in-flight limit.
+/// service (cloned only for requests that reach it) and the in-flight limits (per address and server-wide).
 #[derive(Clone)]
 pub(crate) struct McpFront {
     pub state: AppState,
     pub oauth: Option<OAuthState>,
     pub mcp: McpState,
     pub rmcp: Arc<RmcpService>,
+    pub per_address: Arc<AddressSlots>,
     pub in_flight: Arc<Semaphore>,
 }
 
@@ -47,6 +49,14 @@ pub(crate) async fn serve(State(front): State<McpFront>, request: Request) -> Re
 async fn handle(front: &McpFront, request: Request) -> Result<Response, ApiError> {
     let state = &front.state;
     check_host_and_origin(state, request.headers(), request.uri())?;
+    // The address's own slot first: one address stalling its bodies then holds at most its share of the
+    // server-wide slots below.
+    let address = protect::client_ip(
+        request.headers(),
+        request.extensions(),
+        state.config.http.trust_forwarded_for,
+    );
+    let _address_slot = admit_address(front, &address).await?;
     let Some(_permit) = admit(front).await else {
         state.metrics.load_shed.inc();
         return Err(ApiError::Unavailable(
@@ -107,6 +117,24 @@ async fn authenticate(front: &McpFront, headers: &HeaderMap) -> Result<Principal
         });
     };
     crate::oauth::resource::authenticate(oauth, &token, modes).await
+}
+
+/// A slot among the requests one client address may have in flight, waiting up to the queue time; past
+/// it, 429 naming the limit.
+async fn admit_address(front: &McpFront, address: &str) -> Result<AddressSlot, ApiError> {
+    let state = &front.state;
+    let wait = state.config.limits.queue_wait();
+    if let Some(slot) = front.per_address.acquire(address, wait).await {
+        return Ok(slot);
+    }
+    state.metrics.rate_limited("ip_concurrency");
+    Err(ApiError::TooManyRequests {
+        message: format!(
+            "this address already has {} requests in flight, the most one address may have; send the next one when an answer arrives",
+            front.per_address.per_address()
+        ),
+        retry_after_secs: 1,
+    })
 }
 
 /// A slot among the requests served at once: at once when one is free, otherwise after waiting up to the

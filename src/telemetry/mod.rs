@@ -9,6 +9,7 @@ use std::time::Duration;
 use prometheus_client::encoding::{EncodeLabelSet, text::encode};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
@@ -163,6 +164,9 @@ pub struct Metrics {
     pub feedback: Family<CategoryLabels, Counter>,
     pub rate_limited: Family<ScopeLabels, Counter>,
     pub load_shed: Counter,
+    pub open_connections: Gauge,
+    pub connections_refused: Counter,
+    pub connections_closed: Family<ReasonLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -188,9 +192,27 @@ impl Metrics {
         let feedback = Family::<CategoryLabels, Counter>::default();
         let rate_limited = Family::<ScopeLabels, Counter>::default();
         let load_shed = Counter::default();
+        let open_connections = Gauge::default();
+        let connections_refused = Counter::default();
+        let connections_closed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "open_connections",
+            "HTTP connections open now",
+            open_connections.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections answered 503 and closed because the server had its maximum open",
+            connections_refused.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Connections the server closed for a timeout, by reason (header_timeout, keep_alive_timeout)",
+            connections_closed.clone(),
+        );
         registry.register(
             "rate_limited",
-            "Requests over a rate limit, by scope (ip, principal)",
+            "Requests over a rate limit, by scope (ip, ip_concurrency, principal)",
             rate_limited.clone(),
         );
         registry.register(
@@ -238,6 +260,9 @@ impl Metrics {
             feedback,
             rate_limited,
             load_shed,
+            open_connections,
+            connections_refused,
+            connections_closed,
         }
     }
 

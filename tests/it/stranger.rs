@@ -57,7 +57,11 @@ async fn a_megabyte_query_gets_an_argument_error_that_states_the_limits() {
     let wordy = "sync ".repeat(65);
     let result = call(&client, "search", json!({"query": wordy})).await;
     assert_eq!(result.is_error, Some(true));
-    assert!(text_of(&result).contains("65 words"), "{}", text_of(&result));
+    assert!(
+        text_of(&result).contains("65 words"),
+        "{}",
+        text_of(&result)
+    );
 
     let result = call(&client, "search", json!({"operation": query})).await;
     assert_eq!(result.is_error, Some(true));
@@ -66,7 +70,12 @@ async fn a_megabyte_query_gets_an_argument_error_that_states_the_limits() {
     assert!(text.len() < 500, "the operation is not echoed back: {text}");
 
     // Other echoed arguments are cut, and a near-limit query is still ranked.
-    let result = call(&client, "search", json!({"query": "list syncs", "tag": query})).await;
+    let result = call(
+        &client,
+        "search",
+        json!({"query": "list syncs", "tag": query}),
+    )
+    .await;
     assert_eq!(result.is_error, Some(true));
     assert!(text_of(&result).len() < 4_000, "{}", text_of(&result));
     let near_limit = format!("{} why did my last sync fail", "please ".repeat(50));
@@ -97,5 +106,221 @@ async fn health_checks_are_answered_while_megabyte_searches_arrive() {
         assert_eq!(reply["result"]["isError"], true, "{reply}");
         let text = reply["result"]["content"][0]["text"].as_str().unwrap();
         assert!(text.contains("the limit is 1000 characters"), "{text}");
+    }
+}
+
+// ---------------------------------------------------------------- connections and slots
+
+/// A TCP connection to `server` from the loopback source address `from` (any of 127.0.0.0/8 binds on Linux).
+async fn connect_from(from: &str, server: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(server).await.unwrap()
+}
+
+/// Reads one HTTP/1.1 response (head and a `Content-Length` body); empty when the server closed first.
+async fn read_response(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if bytes.len() >= end + 4 + length {
+                return text;
+            }
+        }
+        let read = stream.read(&mut buffer).await.unwrap_or(0);
+        if read == 0 {
+            return String::from_utf8_lossy(&bytes).into_owned();
+        }
+        bytes.extend_from_slice(&buffer[..read]);
+    }
+}
+
+/// Waits for the server to close the connection and returns what it sent first (the safety timeout only turns
+/// a hang into a failure; the tests wait for the close itself).
+async fn wait_for_close(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        stream.read_to_end(&mut received),
+    )
+    .await
+    .expect("the server closed the connection");
+    match read {
+        Ok(_) => {}
+        Err(error) => assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset),
+    }
+    received
+}
+
+async fn metric(app: &TestApp, line_start: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{}/metrics", app.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|line| line.starts_with(line_start))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test]
+async fn a_half_sent_request_head_is_closed_after_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn_with(&["--header-read-timeout-ms", "200"]).await;
+    let mut stalled = connect_from("127.0.0.2", app.addr).await;
+    let head = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n", app.addr);
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    let received = wait_for_close(&mut stalled).await;
+    assert!(
+        received.is_empty(),
+        "closed without an answer: {}",
+        String::from_utf8_lossy(&received)
+    );
+    // A whole request on a new connection is served as usual.
+    let health = reqwest::get(format!("http://{}/healthz", app.addr))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let closed = metric(
+        &app,
+        "polytomic_mcp_connections_closed_total{reason=\"header_timeout\"}",
+    )
+    .await;
+    assert!(closed >= Some(1.0), "{closed:?}");
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn_with(&["--keep-alive-timeout-ms", "200"]).await;
+    let mut idle = connect_from("127.0.0.2", app.addr).await;
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", app.addr);
+    idle.write_all(request.as_bytes()).await.unwrap();
+    let response = read_response(&mut idle).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        !response.to_ascii_lowercase().contains("connection: close"),
+        "kept alive after the answer: {response}"
+    );
+    let received = wait_for_close(&mut idle).await;
+    assert!(
+        received.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&received)
+    );
+    let closed = metric(
+        &app,
+        "polytomic_mcp_connections_closed_total{reason=\"keep_alive_timeout\"}",
+    )
+    .await;
+    assert!(closed >= Some(1.0), "{closed:?}");
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_a_new_connection_is_answered_not_left_hanging() {
+    use tokio::io::AsyncWriteExt;
+    // Stalled heads hold their connections for as long as the test needs them.
+    let app = TestApp::spawn_with(&[
+        "--max-connections",
+        "4",
+        "--header-read-timeout-ms",
+        "300000",
+    ])
+    .await;
+    let head = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n", app.addr);
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        let mut stream = connect_from("127.0.0.2", app.addr).await;
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stalled.push(stream);
+    }
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", app.addr);
+    let mut other = connect_from("127.0.0.3", app.addr).await;
+    other.write_all(request.as_bytes()).await.unwrap();
+    let refused = read_response(&mut other).await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("limit of 4 open connections"), "{refused}");
+    // When one stalled client goes away, its connection is freed and health checks are served again.
+    drop(stalled.remove(0));
+    loop {
+        let mut probe = connect_from("127.0.0.3", app.addr).await;
+        probe.write_all(request.as_bytes()).await.unwrap();
+        let answer = read_response(&mut probe).await;
+        if answer.starts_with("HTTP/1.1 200") {
+            assert!(answer.contains("\"status\":\"ok\""), "{answer}");
+            break;
+        }
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_stalling_its_bodies_cannot_take_the_slots_others_need() {
+    use tokio::io::AsyncWriteExt;
+    const STALLED: usize = 300;
+    // Default slots (256 server-wide, 64 per address); the stalled bodies never time out during the test.
+    let app = TestApp::spawn_with(&["--body-read-timeout-ms", "300000"]).await;
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: 1000\r\n\r\n{{",
+        app.addr
+    );
+    let (answers, mut answered) = tokio::sync::mpsc::unbounded_channel();
+    let mut held = Vec::new();
+    for _ in 0..STALLED {
+        let mut stream = connect_from("127.0.0.2", app.addr).await;
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let answers = answers.clone();
+        held.push(tokio::spawn(async move {
+            let answer = read_response(&mut stream).await;
+            let _ = answers.send(answer);
+            stream
+        }));
+    }
+    // Every request beyond the address's 64 slots is refused (after the queue wait), naming the limit.
+    for _ in 0..STALLED - 64 {
+        let answer = answered.recv().await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+        assert!(
+            answer.contains("already has 64 requests in flight"),
+            "{answer}"
+        );
+    }
+    // Meanwhile a client on another address is served.
+    let client = reqwest::Client::builder()
+        .local_address("127.0.0.3".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let response = client
+        .post(app.mcp_url())
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(common::initialize_body("2025-11-25").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["result"]["serverInfo"]["name"], "polytomic-mcp");
+    assert!(
+        answered.try_recv().is_err(),
+        "the 64 stalled requests still hold their slots"
+    );
+    for task in held {
+        task.abort();
     }
 }

@@ -194,7 +194,11 @@ mod tests {
         assert_eq!(echo("GET /api/me"), "\"GET /api/me\"");
         let long = "é".repeat(10_000);
         let echoed = echo(&long);
-        assert_eq!(echoed.chars().count(), MAX_ECHO_CHARS + 3, "quotes and the ellipsis");
+        assert_eq!(
+            echoed.chars().count(),
+            MAX_ECHO_CHARS + 3,
+            "quotes and the ellipsis"
+        );
         assert!(echoed.ends_with("…\""));
         #[derive(Debug, serde::Deserialize)]
         #[allow(dead_code)]
@@ -203,6 +207,9 @@ mod tests {
         }
         let error = parse_args::<Args>("search", serde_json::json!({"limit": "x".repeat(100_000)}))
             .unwrap_err();
-        assert!(error.chars().count() < MAX_PARSE_ERROR_CHARS + 50, "{error}");
+        assert!(
+            error.chars().count() < MAX_PARSE_ERROR_CHARS + 50,
+            "{error}"
+        );
     }
 }

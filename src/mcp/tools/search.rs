@@ -119,7 +119,10 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> ToolOutcome {
         Some("partner") => Some(KeyType::Partner),
         Some(other) => {
             return tool_error(
-                format!("key_type must be \"user\" or \"partner\", got {}", echo(other)),
+                format!(
+                    "key_type must be \"user\" or \"partner\", got {}",
+                    echo(other)
+                ),
                 None,
             );
         }
