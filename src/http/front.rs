@@ -18,12 +18,15 @@ use tower::ServiceExt;
 
 use super::address_slots::{AddressSlot, AddressSlots};
 use super::{direct, protect};
-use crate::auth::{api_key_principal, bearer_token, check_host_and_origin, request_modes};
+use crate::auth::{
+    KeyVerifier, api_key_principal, bearer_token, check_host_and_origin, request_modes,
+};
 use crate::core::Principal;
 use crate::error::ApiError;
 use crate::mcp::{McpState, PolytomicMcp};
 use crate::oauth::{ACCESS_TOKEN_PREFIX, OAuthState};
 use crate::state::AppState;
+use crate::upstream::KeyCheck;
 
 pub(crate) type RmcpService = StreamableHttpService<PolytomicMcp, NeverSessionManager>;
 
@@ -35,6 +38,7 @@ pub(crate) struct McpFront {
     pub oauth: Option<OAuthState>,
     pub mcp: McpState,
     pub rmcp: Arc<RmcpService>,
+    pub keys: Arc<KeyVerifier>,
     pub per_address: Arc<AddressSlots>,
     pub in_flight: Arc<Semaphore>,
 }
@@ -91,7 +95,7 @@ async fn handle(front: &McpFront, request: Request) -> Result<Response, ApiError
 }
 
 /// The caller behind the bearer token: a token this server issued is checked by the OAuth resource server
-/// (and never sent upstream); anything else is a Polytomic API key.
+/// (and never sent upstream); anything else is a Polytomic API key, which Polytomic is asked about.
 async fn authenticate(front: &McpFront, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let state = &front.state;
     let token = bearer_token(headers).map_err(|error| {
@@ -107,7 +111,7 @@ async fn authenticate(front: &McpFront, headers: &HeaderMap) -> Result<Principal
     })?;
     let modes = request_modes(state, headers)?;
     if !token.expose().starts_with(ACCESS_TOKEN_PREFIX) {
-        return Ok(api_key_principal(token, modes));
+        return checked_api_key(front, api_key_principal(token, modes)).await;
     }
     let Some(oauth) = &front.oauth else {
         state.metrics.auth_failure("invalid_token");
@@ -117,6 +121,49 @@ async fn authenticate(front: &McpFront, headers: &HeaderMap) -> Result<Principal
         });
     };
     crate::oauth::resource::authenticate(oauth, &token, modes).await
+}
+
+/// An API key's principal with Polytomic's verdict applied. A key Polytomic rejects gets 401 with the standard
+/// challenge at once (on `initialize` already), so the client asks for another key. Without a verdict (Polytomic
+/// down or slow) the key goes on unconfirmed: search and execute still work (Polytomic checks the key itself on
+/// each call), but nothing is written to the store for it.
+async fn checked_api_key(
+    front: &McpFront,
+    mut principal: Principal,
+) -> Result<Principal, ApiError> {
+    let state = &front.state;
+    let verdict = front
+        .keys
+        .check(
+            principal.upstream_bearer(),
+            &principal.fingerprint,
+            &state.metrics,
+        )
+        .await;
+    match verdict {
+        KeyCheck::Accepted {
+            user_id,
+            organization_id,
+        } => {
+            principal.verified = true;
+            principal.user_id = user_id;
+            principal.organization_id = organization_id;
+            Ok(principal)
+        }
+        KeyCheck::Rejected => {
+            state.metrics.auth_failure("rejected_key");
+            let message = "Polytomic does not accept this API key (GET /api/me answered 401); check the key, or create a new one in Polytomic, and connect with it";
+            let realm_hint = match &front.oauth {
+                Some(oauth) => crate::oauth::resource::challenge(&oauth.oauth, Some(message)),
+                None => format!("error=\"invalid_token\", error_description=\"{message}\""),
+            };
+            Err(ApiError::Unauthorized {
+                message: message.into(),
+                realm_hint: Some(realm_hint),
+            })
+        }
+        KeyCheck::Unknown(_) => Ok(principal),
+    }
 }
 
 /// A slot among the requests one client address may have in flight, waiting up to the queue time; past

@@ -64,6 +64,7 @@ pub fn router(
         oauth: oauth.clone(),
         mcp,
         rmcp: Arc::new(rmcp),
+        keys: Arc::new(crate::auth::KeyVerifier::new(state.upstream.clone())),
         per_address: Arc::new(address_slots::AddressSlots::new(
             state.config.limits.max_concurrent_requests_per_ip as usize,
         )),

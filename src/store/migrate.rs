@@ -30,6 +30,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0004_rate_limits.sql"),
         postgres: include_str!("../../migrations/postgres/0004_rate_limits.sql"),
     },
+    Migration {
+        version: 5,
+        sqlite: include_str!("../../migrations/sqlite/0005_feedback_user.sql"),
+        postgres: include_str!("../../migrations/postgres/0005_feedback_user.sql"),
+    },
 ];
 
 /// Arbitrary constant naming this application's migration lock in `pg_advisory_lock`.

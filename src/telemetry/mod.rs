@@ -167,6 +167,7 @@ pub struct Metrics {
     pub open_connections: Gauge,
     pub connections_refused: Counter,
     pub connections_closed: Family<ReasonLabels, Counter>,
+    pub key_checks: Family<ReasonLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -195,6 +196,12 @@ impl Metrics {
         let open_connections = Gauge::default();
         let connections_refused = Counter::default();
         let connections_closed = Family::<ReasonLabels, Counter>::default();
+        let key_checks = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "key_checks",
+            "API keys checked with Polytomic (GET /api/me), by outcome (accepted, rejected, unknown)",
+            key_checks.clone(),
+        );
         registry.register(
             "open_connections",
             "HTTP connections open now",
@@ -263,6 +270,7 @@ impl Metrics {
             open_connections,
             connections_refused,
             connections_closed,
+            key_checks,
         }
     }
 

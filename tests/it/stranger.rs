@@ -324,3 +324,144 @@ async fn one_address_stalling_its_bodies_cannot_take_the_slots_others_need() {
         task.abort();
     }
 }
+
+// ---------------------------------------------------------------- keys Polytomic never issued
+
+/// One stateless JSON-RPC POST to `/mcp` with `bearer`.
+async fn post_with_key(app: &TestApp, bearer: &str, body: Value) -> reqwest::Response {
+    app.post_mcp(
+        &[
+            ("authorization", &format!("Bearer {bearer}")),
+            ("mcp-protocol-version", "2025-11-25"),
+        ],
+        body,
+    )
+    .await
+}
+
+fn feedback_call(summary: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "submit_mcp_feedback",
+        "arguments": {"category": "bug", "summary": summary}}})
+}
+
+async fn stored_feedback(app: &TestApp) -> Vec<polytomic_mcp::store::FeedbackRecord> {
+    let store = polytomic_mcp::store::Store::connect(&app.database_url)
+        .await
+        .unwrap();
+    let records = store.list_feedback(None, None, 1000).await.unwrap();
+    store.close().await;
+    records
+}
+
+#[tokio::test]
+async fn twenty_made_up_keys_store_no_feedback_and_learn_why_at_once() {
+    let app = TestApp::spawn().await;
+    for n in 0..20 {
+        let junk = format!("junk-token-{n}");
+        let response = post_with_key(&app, &junk, feedback_call("spam")).await;
+        assert_eq!(response.status(), 401);
+        let challenge = response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            challenge.starts_with("Bearer realm=\"polytomic-mcp\"")
+                && challenge.contains("error=\"invalid_token\""),
+            "{challenge}"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("Polytomic does not accept this API key"),
+            "{body}"
+        );
+    }
+    assert!(stored_feedback(&app).await.is_empty());
+    assert_eq!(app.upstream.key_checks().len(), 20);
+    // A rejected key learns it on its first request, before any tool: `initialize` already gets the 401.
+    let response = post_with_key(&app, "junk-token-0", common::initialize_body("2025-11-25")).await;
+    assert_eq!(response.status(), 401);
+}
+
+#[tokio::test]
+async fn a_rejected_key_is_remembered_and_polytomic_is_not_asked_again() {
+    let app = TestApp::spawn().await;
+    for _ in 0..3 {
+        let response =
+            post_with_key(&app, "made-up-key", common::initialize_body("2025-11-25")).await;
+        assert_eq!(response.status(), 401);
+    }
+    assert_eq!(app.upstream.key_checks_for("made-up-key"), 1);
+    assert!(app.upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_valid_key_stores_feedback_with_the_organization_and_user_polytomic_confirmed() {
+    let app = TestApp::spawn().await;
+    let client = app.client(KEY, &[]).await;
+    let result = call(
+        &client,
+        "submit_mcp_feedback",
+        json!({"category": "friction", "summary": "verified"}),
+    )
+    .await;
+    assert_ne!(result.is_error, Some(true), "{}", text_of(&result));
+    let records = stored_feedback(&app).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].organization_id.as_deref(), Some(common::ORG_ID));
+    assert_eq!(records[0].user_id.as_deref(), Some(common::USER_ID));
+    // One check served the whole session (initialize, tools/call); the key itself never reaches the store.
+    assert_eq!(app.upstream.key_checks_for(KEY), 1);
+    assert!(!records[0].principal.contains(KEY));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_arriving_together_with_a_new_key_share_one_check() {
+    let app = TestApp::spawn().await;
+    let key = "pk_test_together_0123456789";
+    let responses = futures_util::future::join_all(
+        (0..10).map(|_| post_with_key(&app, key, common::initialize_body("2025-11-25"))),
+    )
+    .await;
+    assert!(responses.iter().all(|r| r.status() == 200));
+    assert_eq!(app.upstream.key_checks_for(key), 1);
+}
+
+#[tokio::test]
+async fn a_polytomic_outage_leaves_search_working_and_stores_nothing() {
+    let upstream = common::MockUpstream::start().await;
+    upstream
+        .me_unavailable
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite://{}/outage.db", dir.path().display());
+    let app = TestApp::spawn_on(upstream, database_url, Some(dir), &[]).await;
+    let client = app.client(KEY, &[]).await;
+    let search = call(&client, "search", json!({"query": "list syncs"})).await;
+    assert_ne!(search.is_error, Some(true), "{}", text_of(&search));
+    let feedback = call(
+        &client,
+        "submit_mcp_feedback",
+        json!({"category": "bug", "summary": "during an outage"}),
+    )
+    .await;
+    assert_eq!(feedback.is_error, Some(true));
+    assert!(
+        text_of(&feedback).contains("nothing was stored"),
+        "{}",
+        text_of(&feedback)
+    );
+    assert!(stored_feedback(&app).await.is_empty());
+    let metrics = reqwest::get(format!("http://{}/metrics", app.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("polytomic_mcp_key_checks_total{reason=\"unknown\"} "),
+        "{metrics}"
+    );
+}

@@ -78,8 +78,8 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> ToolOutcome {
             );
         }
     };
-    if let Err(refusal) = check_sizes(&args) {
-        return refusal;
+    if let Err(message) = check_sizes(&args) {
+        return tool_error(message, None);
     }
     let catalog = ctx.state.catalog.current();
     if let Some(key) = args.operation.as_deref().filter(|k| !k.trim().is_empty()) {
@@ -187,25 +187,19 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> ToolOutcome {
     tool_success(json!({"results": results, "hint": hint}), text)
 }
 
-/// The refusal for a query or operation over its size limit, checked before any word is ranked. The answer
+/// What is wrong with a query or operation over its size limit, checked before any word is ranked. The message
 /// states the limits and never repeats the oversized text.
-fn check_sizes(args: &Args) -> Result<(), ToolOutcome> {
+fn check_sizes(args: &Args) -> Result<(), String> {
     if let Err(error) = check_query(&args.query) {
-        return Err(tool_error(
-            format!(
-                "{error}. Describe the task in one short sentence (at most {MAX_QUERY_WORDS} words), e.g. \"why did my last sync fail\"; nothing was searched."
-            ),
-            None,
+        return Err(format!(
+            "{error}. Describe the task in one short sentence (at most {MAX_QUERY_WORDS} words), e.g. \"why did my last sync fail\"; nothing was searched."
         ));
     }
     if let Some(operation) = &args.operation {
         let chars = operation.chars().count();
         if chars > MAX_OPERATION_CHARS {
-            return Err(tool_error(
-                format!(
-                    "operation has {chars} characters; the limit is {MAX_OPERATION_CHARS}. Give it as \"METHOD /path\" exactly as a search result shows it."
-                ),
-                None,
+            return Err(format!(
+                "operation has {chars} characters; the limit is {MAX_OPERATION_CHARS}. Give it as \"METHOD /path\" exactly as a search result shows it."
             ));
         }
     }
