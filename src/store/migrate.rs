@@ -30,10 +30,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0004_rate_limits.sql"),
         postgres: include_str!("../../migrations/postgres/0004_rate_limits.sql"),
     },
+    // Version 7: main already has 5 (oauth_scopes) and 6 (oauth_refresh_retry); versions are applied one by one,
+    // so the gap is harmless until the merge fills it.
     Migration {
-        version: 5,
-        sqlite: include_str!("../../migrations/sqlite/0005_feedback_user.sql"),
-        postgres: include_str!("../../migrations/postgres/0005_feedback_user.sql"),
+        version: 7,
+        sqlite: include_str!("../../migrations/sqlite/0007_feedback_user.sql"),
+        postgres: include_str!("../../migrations/postgres/0007_feedback_user.sql"),
     },
 ];
 
