@@ -273,6 +273,8 @@ else
 fi
 export POLYTOMIC_MCP_RATE_LIMIT_PER_MINUTE=1000000000
 export POLYTOMIC_MCP_IP_RATE_LIMIT_PER_MINUTE=1000000000
+# wrk's connections all come from 127.0.0.1; the per-address in-flight cap would make them one client.
+export POLYTOMIC_MCP_MAX_CONCURRENT_REQUESTS_PER_IP=100000
 unset POLYTOMIC_MCP_OPENAPI POLYTOMIC_MCP_PUBLIC_URL POLYTOMIC_MCP_DATABASE_URL POLYTOMIC_HTTP_PORT
 
 # Starts the server on port $1 with database file $2; sets SERVER_PID and READY_MS (spawn to first 200 on

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use polytomic_mcp::openapi::{EMBEDDED_DOCUMENT, index_text};
-use polytomic_mcp::search::{Catalog, Filters};
+use polytomic_mcp::search::{Catalog, Filters, MAX_QUERY_WORDS, check_query};
 
 fn dev_queries() -> Vec<String> {
     let text = std::fs::read_to_string(concat!(
@@ -37,6 +37,39 @@ fn bench_search(c: &mut Criterion) {
             b.iter(|| black_box(catalog.search(black_box(query), &filters, 5)))
         });
     }
+    // The most a caller can ask for: as many words as accepted, each one a vocabulary word that expands.
+    let longest = [
+        "run",
+        "job",
+        "source",
+        "destination",
+        "show",
+        "see",
+        "check",
+        "fail",
+        "broken",
+        "history",
+        "permission",
+        "access",
+        "column",
+        "pause",
+        "resume",
+        "trigger",
+        "bulk",
+        "model",
+        "sync",
+        "user",
+    ]
+    .iter()
+    .cycle()
+    .take(MAX_QUERY_WORDS)
+    .copied()
+    .collect::<Vec<_>>()
+    .join(" ");
+    check_query(&longest).unwrap();
+    c.bench_function("search/longest accepted query (64 vocabulary words)", |b| {
+        b.iter(|| black_box(catalog.search(black_box(&longest), &filters, 25)))
+    });
     let queries = dev_queries();
     c.bench_function("search/dev-set (all queries)", |b| {
         b.iter(|| {

@@ -165,6 +165,11 @@ pub struct LimitSettings {
     #[arg(long, env = "POLYTOMIC_MCP_MAX_CONCURRENT_REQUESTS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_concurrent_requests: u32,
 
+    /// `/mcp` requests one client address may have in flight; more wait up to the queue time, then get 429.
+    /// Taken before the server-wide slot, so one address cannot hold every slot.
+    #[arg(long, env = "POLYTOMIC_MCP_MAX_CONCURRENT_REQUESTS_PER_IP", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_concurrent_requests_per_ip: u32,
+
     /// How long a request over the in-flight limit waits for a slot before 503 (0: refuse at once).
     #[arg(long, env = "POLYTOMIC_MCP_QUEUE_WAIT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub queue_wait_ms: u64,
@@ -173,6 +178,19 @@ pub struct LimitSettings {
     /// sender holds).
     #[arg(long, env = "POLYTOMIC_MCP_BODY_READ_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=300_000))]
     pub body_read_timeout_ms: u64,
+
+    /// How long a connection may take to send a complete request head, counted from accepting it or from the
+    /// first byte after an idle spell; past it, the connection is closed.
+    #[arg(long, env = "POLYTOMIC_MCP_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=300_000))]
+    pub header_read_timeout_ms: u64,
+
+    /// How long a keep-alive connection may sit idle between requests before it is closed.
+    #[arg(long, env = "POLYTOMIC_MCP_KEEP_ALIVE_TIMEOUT_MS", default_value_t = 75_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub keep_alive_timeout_ms: u64,
+
+    /// Connections open at once; one more is answered 503 and closed. Keep it below the open-file limit.
+    #[arg(long, env = "POLYTOMIC_MCP_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
 
     /// Requests per minute one credential may make (shared by replicas on PostgreSQL). Over it, tool calls
     /// answer with an error telling the agent to slow down; over twice it, requests get 429.
@@ -377,6 +395,14 @@ impl LimitSettings {
 
     pub fn queue_wait(&self) -> Duration {
         Duration::from_millis(self.queue_wait_ms)
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    pub fn keep_alive_timeout(&self) -> Duration {
+        Duration::from_millis(self.keep_alive_timeout_ms)
     }
 
     /// The request body cap as a length (the setting's range keeps it far below `usize::MAX`).

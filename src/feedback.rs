@@ -465,6 +465,7 @@ mod tests {
 
     fn record(summary: &str, details: &str) -> FeedbackRecord {
         FeedbackRecord {
+            user_id: None,
             id: "fb_1".into(),
             created_at_ms: 86_400_000,
             category: "bug".into(),

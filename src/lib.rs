@@ -165,19 +165,14 @@ pub async fn run(
     tracing::info!(%address, mcp = %state.mcp_url, "listening");
     // Supervisors and tests wait for this line; it should not sit in the log buffer.
     crate::telemetry::flush_logs();
-    let drain = shutdown.clone();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { drain.cancelled().await });
+    let server = http::serve(listener, app, state.clone(), shutdown.clone());
     let grace = state.config.http.shutdown_grace();
     let deadline = async {
         shutdown.cancelled().await;
         tokio::time::sleep(grace).await;
     };
     tokio::select! {
-        result = server.into_future() => result?,
+        () = server => {}
         () = deadline => tracing::warn!(grace_secs = grace.as_secs(), "grace period over; exiting with requests still in flight"),
     }
     mcp_stop.cancel();

@@ -28,7 +28,7 @@ pub(crate) fn request_modes(state: &AppState, headers: &HeaderMap) -> Result<Mod
 }
 
 /// The principal for a bearer token that is not one this server issued: a Polytomic API key, passed on
-/// upstream unchanged on each `execute` call.
+/// upstream unchanged on each `execute` call. Unconfirmed until [`super::KeyVerifier`] has Polytomic's word.
 pub(crate) fn api_key_principal(token: Secret, modes: Modes) -> Principal {
     let fingerprint = token.fingerprint();
     Principal {
@@ -38,6 +38,8 @@ pub(crate) fn api_key_principal(token: Secret, modes: Modes) -> Principal {
         partner_org_id: modes.partner_org_id,
         grant: None,
         organization_id: None,
+        user_id: None,
+        verified: false,
         fingerprint,
     }
 }

@@ -43,8 +43,14 @@ pub(crate) struct Principal {
     /// What an OAuth sign-in was granted (`None` for API keys, whose access comes from headers and the cap).
     /// `access_mode` never exceeds it.
     pub grant: Option<AccessMode>,
-    /// Organization the credential belongs to, when known (OAuth sessions record it).
+    /// Organization the credential belongs to, as Polytomic told us (OAuth sign-in, or the API-key check).
     pub organization_id: Option<String>,
+    /// Polytomic user behind the credential, as Polytomic told us (OAuth sign-in, or the API-key check).
+    pub user_id: Option<String>,
+    /// Whether Polytomic has accepted the credential: always for an OAuth session; for an API key once
+    /// `GET /api/me` with it succeeded. An unconfirmed key (Polytomic did not answer) may search and call
+    /// Polytomic, which checks it itself, but writes nothing to this server's store.
+    pub verified: bool,
     /// Stable, non-secret identifier of the credential for logs, metrics and feedback.
     pub fingerprint: String,
 }

@@ -1,5 +1,5 @@
-//! Everything `/mcp` does before the tools, as one handler: Host/Origin, the in-flight limit, header size and
-//! per-address limit, body nesting, authentication, the per-principal limit, then the direct `tools/call`
+//! Everything `/mcp` does before the tools, as one handler: Host/Origin, the per-address then server-wide
+//! in-flight limits, header size and per-address rate limit, body nesting, authentication, the per-principal limit, then the direct `tools/call`
 //! path or rmcp. One function instead of a stack of middleware layers, because each layer cloned everything
 //! beneath it on every request (rmcp's service included, whose cancellation token takes a lock to clone).
 //! Each step returns `Result<_, ApiError>`; the refusal is rendered once, at the end.
@@ -16,24 +16,30 @@ use rmcp::transport::streamable_http_server::session::never::NeverSessionManager
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
+use super::address_slots::{AddressSlot, AddressSlots};
 use super::{direct, protect};
-use crate::auth::{api_key_principal, bearer_token, check_host_and_origin, request_modes};
-use crate::core::Principal;
+use crate::auth::{
+    KeyVerifier, api_key_principal, bearer_token, check_host_and_origin, request_modes,
+};
+use crate::core::{Credential, Principal};
 use crate::error::ApiError;
 use crate::mcp::{McpState, PolytomicMcp};
 use crate::oauth::OAuthState;
 use crate::state::AppState;
+use crate::upstream::KeyCheck;
 
 pub(crate) type RmcpService = StreamableHttpService<PolytomicMcp, NeverSessionManager>;
 
 /// The `/mcp` handler's own state: the infrastructure, the OAuth server when it is on, the tools, rmcp's
-/// service (cloned only for requests that reach it) and the in-flight limit.
+/// service (cloned only for requests that reach it) and the in-flight limits (per address and server-wide).
 #[derive(Clone)]
 pub(crate) struct McpFront {
     pub state: AppState,
     pub oauth: Option<OAuthState>,
     pub mcp: McpState,
     pub rmcp: Arc<RmcpService>,
+    pub keys: Arc<KeyVerifier>,
+    pub per_address: Arc<AddressSlots>,
     pub in_flight: Arc<Semaphore>,
 }
 
@@ -47,6 +53,14 @@ pub(crate) async fn serve(State(front): State<McpFront>, request: Request) -> Re
 async fn handle(front: &McpFront, request: Request) -> Result<Response, ApiError> {
     let state = &front.state;
     check_host_and_origin(state, request.headers(), request.uri())?;
+    // The address's own slot first: one address stalling its bodies then holds at most its share of the
+    // server-wide slots below.
+    let address = protect::client_ip(
+        request.headers(),
+        request.extensions(),
+        state.config.http.trust_forwarded_for,
+    );
+    let _address_slot = admit_address(front, &address).await?;
     let Some(_permit) = admit(front).await else {
         state.metrics.load_shed.inc();
         return Err(ApiError::Unavailable(
@@ -81,7 +95,7 @@ async fn handle(front: &McpFront, request: Request) -> Result<Response, ApiError
 }
 
 /// The caller behind the bearer token: a token this server issued is checked by the OAuth resource server
-/// (and never sent upstream); anything else is a Polytomic API key.
+/// (and never sent upstream); anything else is a Polytomic API key, which Polytomic is asked about.
 async fn authenticate(front: &McpFront, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let state = &front.state;
     let token = bearer_token(headers).map_err(|error| {
@@ -97,7 +111,7 @@ async fn authenticate(front: &McpFront, headers: &HeaderMap) -> Result<Principal
     })?;
     let modes = request_modes(state, headers)?;
     if !crate::oauth::looks_issued(token.expose()) {
-        return Ok(api_key_principal(token, modes));
+        return checked_api_key(front, api_key_principal(token, modes)).await;
     }
     let Some(oauth) = &front.oauth else {
         state.metrics.auth_failure("invalid_token");
@@ -107,6 +121,66 @@ async fn authenticate(front: &McpFront, headers: &HeaderMap) -> Result<Principal
         });
     };
     crate::oauth::resource::authenticate(oauth, &token, modes).await
+}
+
+/// An API key's principal with Polytomic's verdict applied. A key Polytomic rejects gets 401 with the standard
+/// challenge at once (on `initialize` already), so the client asks for another key. Without a verdict (Polytomic
+/// down or slow) the key goes on unconfirmed: search and execute still work (Polytomic checks the key itself on
+/// each call), but nothing is written to the store for it.
+async fn checked_api_key(
+    front: &McpFront,
+    mut principal: Principal,
+) -> Result<Principal, ApiError> {
+    let state = &front.state;
+    let Credential::ApiKey(key) = &principal.credential else {
+        return Ok(principal);
+    };
+    let verdict = front
+        .keys
+        .check(key, &principal.fingerprint, &state.metrics)
+        .await;
+    match verdict {
+        KeyCheck::Accepted {
+            user_id,
+            organization_id,
+        } => {
+            principal.verified = true;
+            principal.user_id = user_id;
+            principal.organization_id = organization_id;
+            Ok(principal)
+        }
+        KeyCheck::Rejected => {
+            state.metrics.auth_failure("rejected_key");
+            let message = "Polytomic does not accept this API key (GET /api/me answered 401); check the key, or create a new one in Polytomic, and connect with it";
+            let realm_hint = match &front.oauth {
+                Some(oauth) => crate::oauth::resource::challenge(&oauth.oauth, Some(message)),
+                None => format!("error=\"invalid_token\", error_description=\"{message}\""),
+            };
+            Err(ApiError::Unauthorized {
+                message: message.into(),
+                realm_hint: Some(realm_hint),
+            })
+        }
+        KeyCheck::Unknown(_) => Ok(principal),
+    }
+}
+
+/// A slot among the requests one client address may have in flight, waiting up to the queue time; past
+/// it, 429 naming the limit.
+async fn admit_address(front: &McpFront, address: &str) -> Result<AddressSlot, ApiError> {
+    let state = &front.state;
+    let wait = state.config.limits.queue_wait();
+    if let Some(slot) = front.per_address.acquire(address, wait).await {
+        return Ok(slot);
+    }
+    state.metrics.rate_limited("ip_concurrency");
+    Err(ApiError::TooManyRequests {
+        message: format!(
+            "this address already has {} requests in flight, the most one address may have; send the next one when an answer arrives",
+            front.per_address.per_address()
+        ),
+        retry_after_secs: 1,
+    })
 }
 
 /// A slot among the requests served at once: at once when one is free, otherwise after waiting up to the

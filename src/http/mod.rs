@@ -19,9 +19,13 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tracing::Instrument;
 
+mod address_slots;
 mod direct;
 mod front;
 mod protect;
+mod serve;
+
+pub(crate) use serve::serve;
 
 use crate::core::REQUEST_ID_HEADER as REQUEST_ID;
 use crate::error::ApiError;
@@ -60,6 +64,10 @@ pub fn router(
         oauth: oauth.clone(),
         mcp,
         rmcp: Arc::new(rmcp),
+        keys: Arc::new(crate::auth::KeyVerifier::new(state.upstream.clone())),
+        per_address: Arc::new(address_slots::AddressSlots::new(
+            state.config.limits.max_concurrent_requests_per_ip as usize,
+        )),
         in_flight: Arc::new(Semaphore::new(
             state.config.limits.max_concurrent_requests as usize,
         )),

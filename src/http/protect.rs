@@ -172,10 +172,16 @@ pub(crate) async fn limit_principal(
     let mut bucket = String::with_capacity(16 + principal.fingerprint.len());
     bucket.push_str("principal:");
     bucket.push_str(&principal.fingerprint);
+    // An unconfirmed key writes nothing to the store, the shared counter's rows included.
+    let decision = if principal.verified {
+        state.rate_limiter.hit_shared(&bucket, limit, now).await
+    } else {
+        state.rate_limiter.hit_local(&bucket, limit, now)
+    };
     let Decision::Limited {
         retry_after_secs,
         count,
-    } = state.rate_limiter.hit_shared(&bucket, limit, now).await
+    } = decision
     else {
         return Ok(None);
     };

@@ -13,6 +13,52 @@ use crate::openapi::{KeyType, Operation, OperationIndex};
 pub use handle::{IndexHandle, spawn_refresh};
 pub use text::{raw_words, stem, tokens};
 
+/// Longest query accepted, in characters. A task in plain words is a sentence or two; the development set's
+/// longest query is far shorter. The cap (with [`MAX_QUERY_WORDS`]) bounds what one search can cost.
+pub const MAX_QUERY_CHARS: usize = 1_000;
+/// Most words a query may have (stop words included).
+pub const MAX_QUERY_WORDS: usize = 64;
+
+/// Why a query is refused before ranking.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error(
+        "the query has {chars} characters; the limit is {MAX_QUERY_CHARS} characters and {MAX_QUERY_WORDS} words"
+    )]
+    TooLong { chars: usize },
+    #[error(
+        "the query has {words} words; the limit is {MAX_QUERY_WORDS} words and {MAX_QUERY_CHARS} characters"
+    )]
+    TooManyWords { words: usize },
+}
+
+/// Checks a query against the limits without tokenising more than the limits allow.
+pub fn check_query(query: &str) -> Result<(), QueryError> {
+    if query.len() > MAX_QUERY_CHARS {
+        let chars = query.chars().count();
+        if chars > MAX_QUERY_CHARS {
+            return Err(QueryError::TooLong { chars });
+        }
+    }
+    let words = raw_words(query).len();
+    if words > MAX_QUERY_WORDS {
+        return Err(QueryError::TooManyWords { words });
+    }
+    Ok(())
+}
+
+/// The query's words as ranking reads them: at most [`MAX_QUERY_CHARS`] characters and [`MAX_QUERY_WORDS`]
+/// words, so a caller that skipped [`check_query`] still gets a bounded amount of work.
+fn bounded_words(query: &str) -> Vec<String> {
+    let end = query
+        .char_indices()
+        .nth(MAX_QUERY_CHARS)
+        .map_or(query.len(), |(at, _)| at);
+    let mut words = raw_words(&query[..end]);
+    words.truncate(MAX_QUERY_WORDS);
+    words
+}
+
 /// Field weights: what the operation *is* (path, summary, intent phrases) counts far more than what its
 /// long description or body fields happen to mention.
 const FIELDS: [(Field, f32, f32); 7] = [
@@ -123,13 +169,16 @@ impl Catalog {
         }
     }
 
-    /// Ranks operations for a free-text query; an empty result means nothing matched at all.
+    /// Ranks operations for a free-text query; an empty result means nothing matched at all. Only the first
+    /// [`MAX_QUERY_CHARS`] characters and [`MAX_QUERY_WORDS`] words are read, so the cost is bounded: one
+    /// postings walk per expanded term, then a sort of the matches.
     pub fn search(&self, query: &str, filters: &Filters, limit: usize) -> Vec<Hit<'_>> {
-        let terms = self.vocabulary.expand(query);
+        let words = bounded_words(query);
+        let terms = self.vocabulary.expand(&words);
         if terms.is_empty() {
             return Vec::new();
         }
-        let intent = rules::Intent::of(query);
+        let intent = rules::Intent::of_words(&words);
         let mut scores = vec![0.0f32; self.index.operations.len()];
         for (term, weight) in &terms {
             let Some(entry) = self.postings.get(term) else {
@@ -252,4 +301,68 @@ fn field_tokens(op: &Operation) -> Vec<(Field, Vec<String>)> {
         (Field::Params, tokens(&params)),
         (Field::Body, tokens(&body)),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_over_the_limits_are_refused_with_their_size() {
+        assert_eq!(check_query("why did my last sync fail"), Ok(()));
+        let long = "x".repeat(MAX_QUERY_CHARS + 1);
+        assert_eq!(
+            check_query(&long),
+            Err(QueryError::TooLong {
+                chars: MAX_QUERY_CHARS + 1
+            })
+        );
+        let wordy = "a ".repeat(MAX_QUERY_WORDS + 1);
+        assert_eq!(
+            check_query(&wordy),
+            Err(QueryError::TooManyWords {
+                words: MAX_QUERY_WORDS + 1
+            })
+        );
+        // Characters, not bytes: 1,000 two-byte letters are within the limit.
+        assert_eq!(check_query(&"é".repeat(MAX_QUERY_CHARS)), Ok(()));
+        let message = QueryError::TooLong { chars: 5000 }.to_string();
+        assert!(message.contains("1000 characters") && message.contains("64 words"));
+    }
+
+    #[test]
+    fn ranking_reads_at_most_the_limits_of_an_unchecked_query() {
+        let query = (0..10_000).map(|n| format!("w{n} ")).collect::<String>();
+        let words = bounded_words(&query);
+        assert_eq!(words.len(), MAX_QUERY_WORDS);
+        assert_eq!(words[0], "w0");
+        let multibyte = "é".repeat(5 * MAX_QUERY_CHARS);
+        assert_eq!(
+            bounded_words(&multibyte)[0].chars().count(),
+            MAX_QUERY_CHARS
+        );
+    }
+
+    #[test]
+    fn expansion_keeps_each_term_once_at_its_highest_weight() {
+        let vocabulary = rules::Vocabulary::new();
+        // `run` expands to `execution` at half weight; the literal `execution` later lifts it to 1.0.
+        let words: Vec<String> = ["run", "run", "execution"]
+            .iter()
+            .map(|w| (*w).to_owned())
+            .collect();
+        let terms = vocabulary.expand(&words);
+        let weight = |term: &str| {
+            let found: Vec<f32> = terms
+                .iter()
+                .filter(|(t, _)| t == term)
+                .map(|(_, w)| *w)
+                .collect();
+            assert_eq!(found.len(), 1, "{term} appears once in {terms:?}");
+            found[0]
+        };
+        assert_eq!(weight("run"), 1.0);
+        assert_eq!(weight("execution"), 1.0);
+        assert_eq!(weight("start"), 0.5);
+    }
 }

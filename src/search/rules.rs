@@ -1,6 +1,8 @@
 //! Polytomic's vocabulary and the structural rules that settle near-twin operations.
 
-use super::text::{is_stopword, raw_words, stem};
+use std::collections::HashMap;
+
+use super::text::{is_stopword, stem};
 use crate::openapi::{KeyType, Operation, Segment};
 
 /// Query words that stand for words the documents use. Each (stemmed) query term adds these stemmed terms
@@ -106,13 +108,12 @@ const SYNONYM_WEIGHT: f32 = 0.5;
 /// The synonym table with every key and target stemmed once, when the catalog is built.
 #[derive(Debug)]
 pub struct Vocabulary {
-    expansions: std::collections::HashMap<String, Vec<String>>,
+    expansions: HashMap<String, Vec<String>>,
 }
 
 impl Vocabulary {
     pub fn new() -> Self {
-        let mut expansions: std::collections::HashMap<String, Vec<String>> =
-            std::collections::HashMap::new();
+        let mut expansions: HashMap<String, Vec<String>> = HashMap::new();
         for (from, to) in SYNONYMS {
             let targets: Vec<String> = to.iter().map(|t| stem(t)).collect();
             // Both the raw and the stemmed key find the entry, as a query word is looked up in both forms.
@@ -128,19 +129,24 @@ impl Vocabulary {
         Self { expansions }
     }
 
-    /// Stemmed query terms with weights: the query's own words at 1.0, expansions at [`SYNONYM_WEIGHT`].
-    pub fn expand(&self, query: &str) -> Vec<(String, f32)> {
-        let mut terms: Vec<(String, f32)> = Vec::new();
-        let mut add = |term: &str, weight: f32| match terms.iter_mut().find(|(t, _)| t == term) {
-            Some((_, w)) => *w = w.max(weight),
-            None => terms.push((term.to_owned(), weight)),
+    /// Stemmed query terms with weights, in first-seen order: the query's own words at 1.0, expansions at
+    /// [`SYNONYM_WEIGHT`]. Each term is de-duplicated through a map, so the work is linear in the words.
+    pub fn expand(&self, words: &[String]) -> Vec<(String, f32)> {
+        let mut terms: Vec<(String, f32)> = Vec::with_capacity(words.len() * 2);
+        let mut position: HashMap<String, usize> = HashMap::with_capacity(words.len() * 2);
+        let mut add = |term: &str, weight: f32| match position.get(term) {
+            Some(&at) => terms[at].1 = terms[at].1.max(weight),
+            None => {
+                position.insert(term.to_owned(), terms.len());
+                terms.push((term.to_owned(), weight));
+            }
         };
-        for word in raw_words(query) {
-            if is_stopword(&word) {
+        for word in words {
+            if is_stopword(word) {
                 continue;
             }
-            let stemmed = stem(&word);
-            let from_raw = self.expansions.get(&word);
+            let stemmed = stem(word);
+            let from_raw = self.expansions.get(word);
             let from_stem = self.expansions.get(&stemmed);
             for target in from_raw.into_iter().chain(from_stem).flatten() {
                 add(target, SYNONYM_WEIGHT);
@@ -381,8 +387,8 @@ const PARTNER_WORDS: &[&str] = &[
 ];
 
 impl Intent {
-    pub fn of(query: &str) -> Self {
-        let words = raw_words(query);
+    /// The intent of a query given as its lower-cased words ([`super::raw_words`]).
+    pub fn of_words(words: &[String]) -> Self {
         let has = |list: &[&str]| words.iter().any(|w| list.contains(&w.as_str()));
         // The first verb decides: "delete the sync's schedule" is a delete even if "schedule" appears later.
         let method = words.iter().enumerate().find_map(|(position, w)| {

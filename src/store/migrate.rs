@@ -41,6 +41,11 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../migrations/postgres/0006_oauth_refresh_retry.sql"),
     },
     Migration {
+        version: 7,
+        sqlite: include_str!("../../migrations/sqlite/0007_feedback_user.sql"),
+        postgres: include_str!("../../migrations/postgres/0007_feedback_user.sql"),
+    },
+    Migration {
         version: 8,
         sqlite: include_str!("../../migrations/sqlite/0008_oauth_client_housekeeping.sql"),
         postgres: include_str!("../../migrations/postgres/0008_oauth_client_housekeeping.sql"),

@@ -63,7 +63,10 @@ pub struct FeedbackRecord {
     pub actual: Option<String>,
     /// Key fingerprint or OAuth user id; never the key.
     pub principal: String,
+    /// The organization Polytomic confirmed for the credential.
     pub organization_id: Option<String>,
+    /// The Polytomic user Polytomic confirmed for the credential.
+    pub user_id: Option<String>,
     pub auth_mode: String,
     pub access_mode: String,
     pub client_name: Option<String>,
@@ -77,14 +80,14 @@ pub struct FeedbackRecord {
 macro_rules! feedback_columns {
     () => {
         "id, created_at_ms, category, summary, details, tool, operation, severity, expected, actual, principal, \
-         organization_id, auth_mode, access_mode, client_name, client_version, request_id, recent_calls"
+         organization_id, auth_mode, access_mode, client_name, client_version, request_id, recent_calls, user_id"
     };
 }
 
 pub(crate) const INSERT_FEEDBACK: &str = concat!(
     "INSERT INTO feedback (",
     feedback_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
 );
 
 /// The insert statement with every column bound, for either backend.
@@ -110,6 +113,7 @@ macro_rules! insert_feedback_query {
             .bind(&record.client_version)
             .bind(&record.request_id)
             .bind(&record.recent_calls)
+            .bind(&record.user_id)
     }};
 }
 pub(crate) use insert_feedback_query;
@@ -197,7 +201,6 @@ impl Store {
     }
 
     /// Inserts one record; returns once the database has committed it.
-    /// Inserts one record; returns once the database has committed it.
     pub async fn insert_feedback(&self, record: &FeedbackRecord) -> Result<(), StoreError> {
         self.insert_feedback_with_delivery(record, false).await
     }
@@ -263,6 +266,7 @@ where
         actual: row.try_get("actual")?,
         principal: row.try_get("principal")?,
         organization_id: row.try_get("organization_id")?,
+        user_id: row.try_get("user_id")?,
         auth_mode: row.try_get("auth_mode")?,
         access_mode: row.try_get("access_mode")?,
         client_name: row.try_get("client_name")?,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use prometheus_client::encoding::{EncodeLabelSet, text::encode};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
@@ -174,6 +175,10 @@ pub struct Metrics {
     pub rate_limited: Family<ScopeLabels, Counter>,
     pub load_shed: Counter,
     pub oauth_events: Family<EventLabels, Counter>,
+    pub open_connections: Gauge,
+    pub connections_refused: Counter,
+    pub connections_closed: Family<ReasonLabels, Counter>,
+    pub key_checks: Family<ReasonLabels, Counter>,
 }
 
 /// What happened to an OAuth sign-in (a bounded set of names, see [`Metrics::oauth_event`]).
@@ -214,9 +219,33 @@ impl Metrics {
              upstream_revoke_failed",
             oauth_events.clone(),
         );
+        let open_connections = Gauge::default();
+        let connections_refused = Counter::default();
+        let connections_closed = Family::<ReasonLabels, Counter>::default();
+        let key_checks = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "key_checks",
+            "API keys checked with Polytomic (GET /api/me), by outcome (accepted, rejected, unknown)",
+            key_checks.clone(),
+        );
+        registry.register(
+            "open_connections",
+            "HTTP connections open now",
+            open_connections.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections answered 503 and closed because the server had its maximum open",
+            connections_refused.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Connections the server closed for a timeout, by reason (header_timeout, keep_alive_timeout)",
+            connections_closed.clone(),
+        );
         registry.register(
             "rate_limited",
-            "Requests over a rate limit, by scope (ip, principal)",
+            "Requests over a rate limit, by scope (ip, ip_concurrency, principal)",
             rate_limited.clone(),
         );
         registry.register(
@@ -271,6 +300,10 @@ impl Metrics {
             rate_limited,
             load_shed,
             oauth_events,
+            open_connections,
+            connections_refused,
+            connections_closed,
+            key_checks,
         }
     }
 

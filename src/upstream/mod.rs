@@ -21,6 +21,15 @@ use crate::secret::Secret;
 const MAX_RETRIES: u32 = 2;
 /// Longest `Retry-After` honoured; a longer wait is handed back to the agent instead.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+/// Longest wait for Polytomic's verdict on an API key; past it the key is let through unconfirmed.
+const KEY_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// `/api/me` answers are small; a larger one is not what we asked for.
+const MAX_KEY_CHECK_RESPONSE: usize = 64 * 1024;
+/// The key check says what it is in its User-Agent, so Polytomic's logs (and the tests' mock) can tell it
+/// from an agent's own `GET /api/me`.
+const KEY_CHECK_USER_AGENT: &str =
+    concat!("polytomic-mcp/", env!("CARGO_PKG_VERSION"), " (key-check)");
+
 /// Response headers worth showing the agent so it can pace itself.
 pub const RATE_LIMIT_HEADERS: [HeaderName; 5] = [
     HeaderName::from_static("x-ratelimit-limit"),
@@ -49,6 +58,20 @@ pub enum UpstreamError {
     Connect(String),
     #[error("the Polytomic API's response was larger than {0} bytes")]
     TooLarge(usize),
+}
+
+/// Polytomic's verdict on an API key, from `GET /api/me` with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyCheck {
+    /// Polytomic accepted the key; the user and organization are those `/api/me` names, when it names them.
+    Accepted {
+        user_id: Option<String>,
+        organization_id: Option<String>,
+    },
+    /// Polytomic answered 401: it does not know the key.
+    Rejected,
+    /// No verdict: Polytomic did not answer in time, or answered something other than success or 401.
+    Unknown(String),
 }
 
 /// What came back from Polytomic.
@@ -154,6 +177,45 @@ impl Upstream {
         }
     }
 
+    /// Asks Polytomic whether it accepts `key` (`GET /api/me`, one attempt, at most five seconds).
+    pub async fn check_key(&self, key: &Secret) -> KeyCheck {
+        let Ok(authorization) = bearer_header(key) else {
+            // A key that cannot be sent in a header can never be accepted.
+            return KeyCheck::Rejected;
+        };
+        let url = format!("{}/api/me", self.base_url.as_str().trim_end_matches('/'));
+        let sent = self
+            .client
+            .get(url)
+            .header(header::AUTHORIZATION, authorization)
+            .header("X-Polytomic-Version", &self.api_version)
+            .header(header::ACCEPT, "application/json")
+            .header(header::USER_AGENT, KEY_CHECK_USER_AGENT)
+            .timeout(KEY_CHECK_TIMEOUT.min(self.total_timeout))
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => return KeyCheck::Unknown(describe_reqwest(&error)),
+        };
+        let status = response.status();
+        if status == StatusCode::UNAUTHORIZED {
+            return KeyCheck::Rejected;
+        }
+        if !status.is_success() {
+            return KeyCheck::Unknown(format!("GET /api/me answered {}", status.as_u16()));
+        }
+        // The status is the verdict; the ids are a bonus when the body is what the API documents.
+        let body = read_capped(response, MAX_KEY_CHECK_RESPONSE)
+            .await
+            .unwrap_or_default();
+        let (user_id, organization_id) = identity_of(&body);
+        KeyCheck::Accepted {
+            user_id,
+            organization_id,
+        }
+    }
+
     async fn attempt(
         &self,
         request: &PlannedRequest,
@@ -193,6 +255,20 @@ impl Upstream {
 enum AttemptError {
     Connect(String),
     TooLarge,
+}
+
+/// `data.id` and `data.organization_id` of an `/api/me` answer (strings or numbers), when present.
+fn identity_of(body: &[u8]) -> (Option<String>, Option<String>) {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return (None, None);
+    };
+    let data = value.get("data").unwrap_or(&value);
+    let text = |key: &str| match data.get(key)? {
+        serde_json::Value::String(s) if !s.is_empty() && s.len() <= 200 => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    (text("id"), text("organization_id"))
 }
 
 fn bearer_header(bearer: &Secret) -> Result<HeaderValue, AttemptError> {
@@ -253,5 +329,26 @@ pub fn parse_method(method: &str) -> Option<Method> {
         "PATCH" => Some(Method::PATCH),
         "DELETE" => Some(Method::DELETE),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_identity_comes_from_the_documented_me_answer_or_not_at_all() {
+        let body = br#"{"data": {"id": "u-1", "email": "a@b.c", "organization_id": "org-9"}}"#;
+        assert_eq!(
+            identity_of(body),
+            (Some("u-1".to_owned()), Some("org-9".to_owned()))
+        );
+        assert_eq!(
+            identity_of(br#"{"data": {"id": 42}}"#),
+            (Some("42".to_owned()), None)
+        );
+        assert_eq!(identity_of(b"not json"), (None, None));
+        let oversized = format!(r#"{{"data": {{"id": "{}"}}}}"#, "x".repeat(500));
+        assert_eq!(identity_of(oversized.as_bytes()), (None, None));
     }
 }

@@ -32,7 +32,8 @@ set -uo pipefail
 
 CLAUDE_CODE_VERSION="${CLAUDE_CODE_VERSION:-2.1.332}"   # npm @anthropic-ai/claude-code
 CODEX_VERSION="${CODEX_VERSION:-0.171.0}"               # npm @openai/codex
-API_KEY="test-key"                                      # any value: tools/list does not call Polytomic
+API_KEY="test-key"                                      # any value: the upstream is a closed port, so the
+                                                        # key check gets no verdict and tools/list is served
 EXPECTED_TOOLS="execute search submit_mcp_feedback"     # sorted, space-separated
 CLIENT_TIMEOUT=90                                       # seconds for one client command
 

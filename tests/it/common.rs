@@ -58,9 +58,19 @@ pub struct RateLimitFault {
     pub retry_after: &'static str,
 }
 
+/// The mock knows every key that starts with this (all the tests' own keys do); `GET /api/me` with any other
+/// bearer answers 401, as Polytomic answers a key it never issued.
+pub const KNOWN_KEY_PREFIX: &str = "pk_";
+
 #[derive(Clone, Default)]
 pub struct MockUpstream {
+    /// Requests made for a tool call (`execute`, the OpenAPI refresh…).
     pub seen: Arc<Mutex<Vec<Recorded>>>,
+    /// The server's own API-key checks (`GET /api/me` with a `(key-check)` User-Agent), kept apart so that
+    /// "nothing reached Polytomic" assertions about a tool call stay exact.
+    pub key_checks: Arc<Mutex<Vec<Recorded>>>,
+    /// While set, `/api/me` answers 503 whatever the key (a Polytomic outage for the key check).
+    pub me_unavailable: Arc<std::sync::atomic::AtomicBool>,
     /// Calls so far to the flaky endpoints, which fail twice before answering.
     pub flaky_calls: Arc<std::sync::atomic::AtomicU32>,
     pub list_faults: Arc<Mutex<ListFaults>>,
@@ -74,6 +84,24 @@ impl MockUpstream {
 
     pub fn set_list_faults(&self, faults: ListFaults) {
         *self.list_faults.lock().unwrap() = faults;
+    }
+
+    /// The key checks the server made, in order.
+    pub fn key_checks(&self) -> Vec<Recorded> {
+        self.key_checks.lock().unwrap().clone()
+    }
+
+    /// How many key checks carried `key`.
+    pub fn key_checks_for(&self, key: &str) -> usize {
+        let bearer = format!("Bearer {key}");
+        self.key_checks()
+            .iter()
+            .filter(|r| {
+                r.headers
+                    .get("authorization")
+                    .is_some_and(|v| v == bearer.as_str())
+            })
+            .count()
     }
 
     pub fn url(&self) -> String {
@@ -124,7 +152,17 @@ async fn record(
 ) -> Response {
     let (parts, body) = request.into_parts();
     let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-    mock.seen.lock().unwrap().push(Recorded {
+    let key_check = parts
+        .headers
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|agent| agent.contains("(key-check)"));
+    let log = if key_check {
+        &mock.key_checks
+    } else {
+        &mock.seen
+    };
+    log.lock().unwrap().push(Recorded {
         peer: parts
             .extensions
             .get::<axum::extract::ConnectInfo<SocketAddr>>()
@@ -139,11 +177,37 @@ async fn record(
         .await
 }
 
-async fn me() -> impl IntoResponse {
+/// The user behind every key the mock knows.
+pub const USER_ID: &str = "u-1";
+
+async fn me(State(mock): State<MockUpstream>, headers: HeaderMap) -> Response {
+    if mock
+        .me_unavailable
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": 503, "message": "try again"})),
+        )
+            .into_response();
+    }
+    let known = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|key| key.starts_with(KNOWN_KEY_PREFIX));
+    if !known {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"status": 401, "message": "invalid API key", "key": "unauthorized"})),
+        )
+            .into_response();
+    }
     axum::Json(json!({"data": {
-        "id": "u-1", "email": "ada@example.com", "organization_id": ORG_ID,
+        "id": USER_ID, "email": "ada@example.com", "organization_id": ORG_ID,
         "organization_name": "Acme", "is_user": true, "is_partner": false, "role": "admin"
     }}))
+    .into_response()
 }
 
 /// One sync as Polytomic lists it (760 characters of JSON).

@@ -16,3 +16,4 @@ mod resilience;
 mod search_quality;
 mod server;
 mod store;
+mod stranger;

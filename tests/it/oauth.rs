@@ -53,6 +53,8 @@ const LOOPBACK_REDIRECT: &str = "http://127.0.0.1/callback";
 #[derive(Clone, Default)]
 struct Provider {
     seen: Arc<Mutex<Vec<Recorded>>>,
+    /// The server's API-key checks, kept apart from the sign-in traffic as in the common mock.
+    key_checks: Arc<Mutex<Vec<Recorded>>>,
     /// code → (code_challenge, redirect_uri)
     codes: Arc<Mutex<HashMap<String, (String, String)>>>,
     refresh_tokens: Arc<Mutex<Vec<String>>>,
@@ -104,6 +106,7 @@ impl Provider {
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         let mock = MockUpstream {
             seen: provider.seen.clone(),
+            key_checks: provider.key_checks.clone(),
             addr: Some(addr),
             ..Default::default()
         };
@@ -164,7 +167,17 @@ async fn provider_record(
 ) -> Response {
     let (parts, body) = request.into_parts();
     let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-    provider.seen.lock().unwrap().push(Recorded {
+    let key_check = parts
+        .headers
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|agent| agent.contains("(key-check)"));
+    let log = if key_check {
+        &provider.key_checks
+    } else {
+        &provider.seen
+    };
+    log.lock().unwrap().push(Recorded {
         peer: None,
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
@@ -324,7 +337,9 @@ async fn provider_me(State(provider): State<Provider>, headers: HeaderMap) -> Re
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default()
         .to_owned();
-    if !provider.access_tokens.lock().unwrap().contains(&token) {
+    // API keys work beside OAuth: the mock knows the tests' keys as the common mock does.
+    let known_key = token.starts_with(common::KNOWN_KEY_PREFIX);
+    if !known_key && !provider.access_tokens.lock().unwrap().contains(&token) {
         return (
             StatusCode::UNAUTHORIZED,
             axum::Json(json!({"status": 401, "message": "bad token"})),

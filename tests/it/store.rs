@@ -23,6 +23,7 @@ fn record(id: &str, category: &str, at: i64) -> FeedbackRecord {
         actual: None,
         principal: "key_0123456789ab".into(),
         organization_id: None,
+        user_id: None,
         auth_mode: "user".into(),
         access_mode: "read-only".into(),
         client_name: Some("test-client".into()),

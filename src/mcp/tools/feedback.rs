@@ -136,8 +136,14 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> ToolOutcome {
             None,
         );
     }
-    let now = chrono::Utc::now();
     let principal = ctx.principal;
+    if !principal.verified {
+        return tool_error(
+            "Polytomic could not be asked whether this API key is valid (its API did not answer), so nothing was stored; send the feedback again in a minute. `search` and `execute` keep working meanwhile.",
+            None,
+        );
+    }
+    let now = chrono::Utc::now();
     let limit = i64::from(ctx.state.config.feedback.feedback_per_hour);
     match ctx
         .state
@@ -183,10 +189,10 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> ToolOutcome {
         expected: args.expected,
         actual: args.actual,
         principal: principal.fingerprint.clone(),
-        organization_id: principal
-            .partner_org_id
-            .clone()
-            .or_else(|| principal.organization_id.clone()),
+        // What Polytomic confirmed, not the partner-mode header (which names an organization the caller
+        // chose and nobody checked).
+        organization_id: principal.organization_id.clone(),
+        user_id: principal.user_id.clone(),
         auth_mode: principal.auth_mode.as_str().to_owned(),
         access_mode: principal.access_mode.as_str().to_owned(),
         client_name: ctx.client.as_ref().map(|c| c.name.clone()),

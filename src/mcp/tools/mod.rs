@@ -157,7 +157,59 @@ fn as_object(value: Value) -> JsonObject {
     }
 }
 
+/// Longest piece of the caller's input repeated in an answer: enough to recognise it, never a megabyte back.
+const MAX_ECHO_CHARS: usize = 80;
+/// Longest argument-parsing message (serde quotes the offending value, which may be any size).
+const MAX_PARSE_ERROR_CHARS: usize = 300;
+
 /// Deserialises tool arguments; the error names the field and what is allowed, for the agent to fix.
 pub fn parse_args<T: DeserializeOwned>(tool: &str, arguments: Value) -> Result<T, String> {
-    serde_json::from_value(arguments).map_err(|e| format!("invalid arguments for `{tool}`: {e}"))
+    serde_json::from_value(arguments).map_err(|e| {
+        format!(
+            "invalid arguments for `{tool}`: {}",
+            truncated(&e.to_string(), MAX_PARSE_ERROR_CHARS)
+        )
+    })
+}
+
+/// The caller's value quoted for an answer, cut to [`MAX_ECHO_CHARS`] characters.
+pub(crate) fn echo(value: &str) -> String {
+    format!("{:?}", truncated(value, MAX_ECHO_CHARS))
+}
+
+/// `text` cut to `max` characters, with `…` when something was cut.
+fn truncated(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((at, _)) => std::borrow::Cow::Owned(format!("{}…", &text[..at])),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoes_and_parse_errors_are_bounded() {
+        assert_eq!(echo("GET /api/me"), "\"GET /api/me\"");
+        let long = "é".repeat(10_000);
+        let echoed = echo(&long);
+        assert_eq!(
+            echoed.chars().count(),
+            MAX_ECHO_CHARS + 3,
+            "quotes and the ellipsis"
+        );
+        assert!(echoed.ends_with("…\""));
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Args {
+            limit: i64,
+        }
+        let error = parse_args::<Args>("search", serde_json::json!({"limit": "x".repeat(100_000)}))
+            .unwrap_err();
+        assert!(
+            error.chars().count() < MAX_PARSE_ERROR_CHARS + 50,
+            "{error}"
+        );
+    }
 }

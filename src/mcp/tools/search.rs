@@ -5,11 +5,11 @@ use std::fmt::Write as _;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::parse_args;
+use super::{echo, parse_args};
 use crate::core::AuthMode;
 use crate::mcp::{CallContext, ToolOutcome, tool_error, tool_success};
 use crate::openapi::{KeyType, Operation, Param, ParamLocation};
-use crate::search::{Catalog, Filters, Hit};
+use crate::search::{Catalog, Filters, Hit, MAX_QUERY_CHARS, MAX_QUERY_WORDS, check_query};
 use crate::upstream::pages::{Follow, MAX_PAGES};
 
 pub const NAME: &str = "search";
@@ -19,6 +19,8 @@ key type (user/partner) and pagination. Pass `operation: \"METHOD /path\"` to ge
 body fields, response shape and an example `execute` call. Call this before `execute`.";
 
 const DEFAULT_LIMIT: usize = 5;
+/// Longest `operation` accepted: every "METHOD /path" in the index is far shorter.
+const MAX_OPERATION_CHARS: usize = 300;
 const MAX_LIMIT: usize = 25;
 /// Enums longer than this are shown only in the detail view.
 const SHORT_ENUM: usize = 8;
@@ -27,8 +29,8 @@ pub fn input_schema() -> Value {
     json!({
         "type": "object",
         "properties": {
-            "query": {"type": "string", "description": "The task in plain words. Empty: list the API's resource groups."},
-            "operation": {"type": "string", "description": "\"METHOD /path\" from a result, for its full call recipe."},
+            "query": {"type": "string", "maxLength": MAX_QUERY_CHARS, "description": "The task in plain words (at most 64 words). Empty: list the API's resource groups."},
+            "operation": {"type": "string", "maxLength": MAX_OPERATION_CHARS, "description": "\"METHOD /path\" from a result, for its full call recipe."},
             "method": {"type": "string", "enum": ["GET", "POST", "PUT", "PATCH", "DELETE"]},
             "tag": {"type": "string", "description": "Only this resource group (a `tag` from `groups`)."},
             "key_type": {"type": "string", "enum": ["user", "partner"], "description": "Only operations this key type can call."},
@@ -77,6 +79,9 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> ToolOutcome {
             );
         }
     };
+    if let Err(message) = check_sizes(&args) {
+        return tool_error(message, None);
+    }
     let catalog = ctx.state.catalog.current();
     if let Some(key) = args.operation.as_deref().filter(|k| !k.trim().is_empty()) {
         return detail(&catalog, key, ctx.principal.auth_mode);
@@ -96,7 +101,10 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> ToolOutcome {
         Some(m) if ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&m.as_str()) => Some(m),
         Some(m) => {
             return tool_error(
-                format!("method must be one of GET, POST, PUT, PATCH, DELETE, got {m:?}"),
+                format!(
+                    "method must be one of GET, POST, PUT, PATCH, DELETE, got {}",
+                    echo(&m)
+                ),
                 None,
             );
         }
@@ -112,7 +120,10 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> ToolOutcome {
         Some("partner") => Some(KeyType::Partner),
         Some(other) => {
             return tool_error(
-                format!("key_type must be \"user\" or \"partner\", got {other:?}"),
+                format!(
+                    "key_type must be \"user\" or \"partner\", got {}",
+                    echo(other)
+                ),
                 None,
             );
         }
@@ -126,7 +137,7 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> ToolOutcome {
         if !known {
             let tags: Vec<&str> = catalog.index.tags.iter().map(|t| t.tag.as_str()).collect();
             return tool_error(
-                format!("unknown tag {tag:?}; known tags: {}", tags.join(", ")),
+                format!("unknown tag {}; known tags: {}", echo(tag), tags.join(", ")),
                 None,
             );
         }
@@ -168,13 +179,32 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> ToolOutcome {
         .iter()
         .map(|hit| summary_item(hit.operation, auth_mode))
         .collect();
-    let mut text = format!("{} operation(s) for {:?}:\n", results.len(), query);
+    let mut text = format!("{} operation(s) for {}:\n", results.len(), echo(query));
     for (i, hit) in hits.iter().enumerate() {
         write_summary_line(&mut text, i + 1, hit.operation, auth_mode);
     }
     let hint = "Call `execute` with the method and the concrete path (fill the {placeholders}). For body fields and an example, search again with `operation: \"METHOD /path\"`.";
     text.push_str(hint);
     tool_success(json!({"results": results, "hint": hint}), text)
+}
+
+/// What is wrong with a query or operation over its size limit, checked before any word is ranked. The message
+/// states the limits and never repeats the oversized text.
+fn check_sizes(args: &Args) -> Result<(), String> {
+    if let Err(error) = check_query(&args.query) {
+        return Err(format!(
+            "{error}. Describe the task in one short sentence (at most {MAX_QUERY_WORDS} words), e.g. \"why did my last sync fail\"; nothing was searched."
+        ));
+    }
+    if let Some(operation) = &args.operation {
+        let chars = operation.chars().count();
+        if chars > MAX_OPERATION_CHARS {
+            return Err(format!(
+                "operation has {chars} characters; the limit is {MAX_OPERATION_CHARS}. Give it as \"METHOD /path\" exactly as a search result shows it."
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn key_note(op: &Operation, auth_mode: AuthMode) -> Option<&'static str> {
@@ -315,7 +345,8 @@ fn overview(catalog: &Catalog, unmatched: Option<&str>) -> ToolOutcome {
         .collect();
     let hint = match unmatched {
         Some(query) => format!(
-            "Nothing matched {query:?}. Describe the task with Polytomic's words (sync, bulk sync, model, connection, execution, user, organization), or pick a group and search with `tag`."
+            "Nothing matched {}. Describe the task with Polytomic's words (sync, bulk sync, model, connection, execution, user, organization), or pick a group and search with `tag`.",
+            echo(query)
         ),
         None => "Describe the task in plain words, e.g. \"list my model syncs\" or \"start a bulk sync\"; narrow with `tag`, `method` or `read_only`.".to_owned(),
     };
@@ -343,7 +374,8 @@ fn detail(catalog: &Catalog, key: &str, auth_mode: AuthMode) -> ToolOutcome {
             .collect();
         return tool_error(
             format!(
-                "no operation {key:?}; give it as \"METHOD /path/template\" exactly as search returns it{}",
+                "no operation {}; give it as \"METHOD /path/template\" exactly as search returns it{}",
+                echo(key),
                 if close.is_empty() {
                     String::new()
                 } else {
