@@ -7,9 +7,9 @@ Starts, all on 127.0.0.1: a mock Polytomic OAuth provider (authorize redirects s
 token endpoint checks PKCE, /api/me), the server with OAuth on, and a loopback "client" that records the
 redirect it receives. Then registers a client (DCR), opens /authorize in Chromium with page scripts disabled
 (the page must work without any), checks what the page says, takes a screenshot, clicks "Allow and sign in"
-with the mouse, and follows the browser through the provider and /oauth/callback back to the client; the
-code is exchanged at /token and the token used on /mcp. A second run clicks "Cancel" and expects
-error=access_denied.
+with the mouse (after choosing read only), and follows the browser through the provider and /oauth/callback back to the client; the
+code is exchanged at /token (its scope must be the choice) and the token used on /mcp. A second run chooses
+full access and expects read and write in the scope; a third clicks "Cancel" and expects error=access_denied.
 
 Every check prints `PASS <name>` or `FAIL <name>: <reason>`; the script exits 1 if any failed.
 Needs the `websocket-client` package (run.sh installs it into its venv).
@@ -339,6 +339,11 @@ def run(args) -> None:
             out.write(base64.b64decode(shot))
         check("screenshot taken", os.path.getsize(args.screenshot) > 10_000, f"{os.path.getsize(args.screenshot)} bytes")
 
+        check("consent page offers read only and full access as labelled radio buttons",
+              'id="access-read-only"' in html and 'id="access-full-access"' in html
+              and 'for="access-read-only"' in html and 'for="access-full-access"' in html, html[:300])
+        # The person narrows the grant with a real click on the label (no script): the token must carry it.
+        browser.click('label[for="access-read-only"]')
         browser.click('button[value="approve"]')
         try:
             browser.wait_for_page(redirect)
@@ -358,6 +363,7 @@ def run(args) -> None:
         }).encode(), "application/x-www-form-urlencoded")
         check("code exchanges for tokens", status == 200 and tokens.get("access_token", "").startswith("pmcp_at_"),
               f"{status} {tokens}")
+        check("the read-only choice is the granted scope", tokens.get("scope") == "polytomic:read", f"{tokens.get('scope')!r}")
         request = urllib.request.Request(f"{base}/mcp", data=json.dumps({
             "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
                 "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "b", "version": "1"}}}).encode(),
@@ -370,12 +376,28 @@ def run(args) -> None:
             mcp_status = error.code
         check("the token opens /mcp", mcp_status == 200, str(mcp_status))
 
+        # Choosing full access grants write as well.
+        verifier3, state3 = secrets.token_urlsafe(48), secrets.token_urlsafe(16)
+        browser.navigate(authorize_url(base, client_id, redirect, verifier3, state3))
+        browser.click('label[for="access-full-access"]')
+        browser.click('button[value="approve"]')
+        browser.wait_for_page(redirect)
+        back3 = client.received[-1] if len(client.received) >= 2 else {}
+        status, tokens3 = post(f"{base}/token", urllib.parse.urlencode({
+            "grant_type": "authorization_code", "code": back3.get("code", ""), "redirect_uri": redirect,
+            "code_verifier": verifier3, "client_id": client_id, "resource": f"{base}/mcp",
+        }).encode(), "application/x-www-form-urlencoded")
+        check("the full-access choice grants read and write",
+              status == 200 and back3.get("state") == state3
+              and set(tokens3.get("scope", "").split()) == {"polytomic:read", "polytomic:write"},
+              f"{status} {tokens3.get('scope')!r} {json.dumps(back3)}")
+
         # Cancel sends access_denied back to the client.
         state2 = secrets.token_urlsafe(16)
         browser.navigate(authorize_url(base, client_id, redirect, secrets.token_urlsafe(48), state2))
         browser.click('button[value="deny"]')
         browser.wait_for_page(redirect)
-        arrived = len(client.received) >= 2
+        arrived = len(client.received) >= 3
         denied = client.received[-1] if arrived else {}
         check("cancel returns error=access_denied with state",
               denied.get("error") == "access_denied" and denied.get("state") == state2, json.dumps(denied))
