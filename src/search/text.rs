@@ -2,7 +2,7 @@
 
 /// Words that carry no signal for choosing an operation. `me`, `all`, `list` and verbs are kept on purpose:
 /// they select operations (`GET /api/me`) or feed the structural rules.
-const STOPWORDS: &[&str] = &[
+pub(super) const STOPWORDS: &[&str] = &[
     "a", "an", "the", "of", "for", "to", "in", "on", "at", "my", "our", "your", "i", "we", "you",
     "is", "are", "was", "were", "be", "been", "do", "does", "did", "can", "could", "would",
     "should", "will", "it", "its", "this", "that", "these", "those", "with", "from", "by", "and",
