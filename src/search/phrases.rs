@@ -23,6 +23,15 @@ const PHRASES: &[Phrase] = &[
     (&["dry", "run"], Some(&["preview"]), None),
     (&["went", "wrong"], Some(&["why", "error"]), None),
     (&["who", "has", "access"], Some(&["list", "users"]), None),
+    (&["tear", "down"], Some(&["delete"]), None),
+    // "the sync runs every hour": when it runs is its schedule, not an execution.
+    (&["run", "every"], Some(&["frequency", "every"]), None),
+    (&["run", "hourly"], Some(&["frequency", "hourly"]), None),
+    (&["run", "daily"], Some(&["frequency", "daily"]), None),
+    (&["run", "weekly"], Some(&["frequency", "weekly"]), None),
+    (&["run", "nightly"], Some(&["frequency", "nightly"]), None),
+    (&["run", "at"], Some(&["frequency", "at"]), None),
+    (&["sync", "job"], Some(&["sync"]), Some("sync")),
     // "show me", "tell me": the caller is not the subject.
     (&["show", "me"], Some(&["show"]), None),
     (&["tell", "me"], Some(&["show"]), None),

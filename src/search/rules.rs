@@ -73,7 +73,7 @@ const SYNONYMS: &[(&str, &[&str])] = &[
     ("change", &["update"]),
     ("modify", &["update"]),
     ("rename", &["update"]),
-    ("show", &["list", "get"]),
+    ("show", &["get"]),
     ("view", &["get"]),
     ("fetch", &["get"]),
     ("see", &["get", "list"]),
@@ -109,6 +109,12 @@ const SYNONYMS: &[(&str, &[&str])] = &[
     ("schedule", &["schedule", "frequency"]),
     ("cron", &["schedule"]),
     ("frequency", &["schedule"]),
+    ("refer", &["entity", "resolve"]),
+    ("uuid", &["entity"]),
+    ("grant", &["policy", "create"]),
+    ("peek", &["sample"]),
+    ("instead", &["update"]),
+    ("existing", &["update"]),
     ("hourly", &["schedule"]),
     ("daily", &["schedule"]),
     ("reload", &["refresh"]),
@@ -228,6 +234,8 @@ const CREATE_WORDS: &[&str] = &[
     "invite",
     "build",
     "connect",
+    "grant",
+    "schedule",
 ];
 const UPDATE_WORDS: &[&str] = &[
     "update",
@@ -241,6 +249,7 @@ const UPDATE_WORDS: &[&str] = &[
     "adjust",
     "reconfigure",
     "move",
+    "rotate",
     "deselect",
     "unselect",
     "exclude",
@@ -276,7 +285,6 @@ const ACTION_WORDS: &[&str] = &[
     "enable",
     "disable",
     "refresh",
-    "rotate",
     "test",
     "execute",
     "rerun",
@@ -403,6 +411,7 @@ const COMPOUND_OBJECTS: &[(&str, &str)] = &[
     ("~execution", "execution"),
     ("~field", "field"),
     ("~key", "key"),
+    ("~sync", "sync"),
     ("model-preview", "model"),
 ];
 
@@ -504,6 +513,7 @@ const BULK_WORDS: &[&str] = &[
 const MODEL_SYNC_WORDS: &[&str] = &["retl", "reverse", "model", "models"];
 const PARTNER_WORDS: &[&str] = &[
     "partner",
+    "child",
     "tenant",
     "tenants",
     "customer",
