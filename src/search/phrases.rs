@@ -11,7 +11,7 @@ type Phrase = (
 
 const PHRASES: &[Phrase] = &[
     // Intent: phrasal verbs.
-    (&["set", "up"], Some(&["setup"]), None),
+    (&["set", "up"], Some(&["create"]), None),
     (&["hook", "up"], Some(&["setup", "connection"]), None),
     (&["kick", "off"], Some(&["start"]), None),
     (&["kick", "of"], Some(&["start"]), None),
@@ -20,10 +20,18 @@ const PHRASES: &[Phrase] = &[
     (&["turn", "on"], Some(&["enable"]), None),
     (&["turn", "off"], Some(&["disable"]), None),
     (&["get", "notified"], Some(&["register", "webhook"]), None),
-    (&["dry", "run"], Some(&["preview"]), None),
+    (&["dry", "run"], Some(&["preview"]), Some("model_preview")),
     (&["went", "wrong"], Some(&["why", "error"]), None),
     (&["who", "has", "access"], Some(&["list", "users"]), None),
     (&["tear", "down"], Some(&["delete"]), None),
+    // The family's name, not the operations whose summary happens to spell it out.
+    (&["reverse", "etl"], Some(&["model", "sync"]), None),
+    (
+        &["replicate", "from"],
+        Some(&["bulksync", "source"]),
+        Some("bulk_source"),
+    ),
+    (&["audit", "log"], Some(&["events"]), Some("event")),
     // "the sync runs every hour": when it runs is its schedule, not an execution.
     (&["run", "every"], Some(&["frequency", "every"]), None),
     (&["run", "hourly"], Some(&["frequency", "hourly"]), None),
@@ -201,7 +209,7 @@ mod tests {
     fn phrases_replace_or_mark_their_words() {
         assert_eq!(
             rewrite(&words("set up a model sync")),
-            words("setup a model sync")
+            words("create a model sync")
         );
         assert_eq!(
             rewrite(&words("list connector types")),

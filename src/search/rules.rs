@@ -113,6 +113,9 @@ const SYNONYMS: &[(&str, &[&str])] = &[
     ("uuid", &["entity"]),
     ("grant", &["policy", "create"]),
     ("peek", &["sample"]),
+    ("activity", &["event"]),
+    ("audit", &["event"]),
+    ("emailed", &["notification", "subscriber"]),
     ("instead", &["update"]),
     ("existing", &["update"]),
     ("hourly", &["schedule"]),
@@ -207,6 +210,10 @@ pub struct Intent {
     bulk: bool,
     model_sync: bool,
     partner: bool,
+    /// An id right after the resource noun: "run 42", "sync 7f3e…".
+    object_id_given: bool,
+    /// A word that says an existing thing changes ("instead", "existing").
+    explicit_update: bool,
     /// "sync" without a word for bulk or model sync.
     plain_sync: bool,
     /// "the current run", "the running sync": whatever runs now, not one execution by id.
@@ -236,6 +243,9 @@ const CREATE_WORDS: &[&str] = &[
     "connect",
     "grant",
     "schedule",
+    "replicate",
+    "push",
+    "copy",
 ];
 const UPDATE_WORDS: &[&str] = &[
     "update",
@@ -295,7 +305,18 @@ const ACTION_WORDS: &[&str] = &[
 ];
 /// Words that are verbs only at the start of a request.
 const NOUN_OR_VERB: &[&str] = &[
-    "run", "runs", "test", "schedule", "log", "export", "set", "issue", "check",
+    "run",
+    "runs",
+    "test",
+    "schedule",
+    "log",
+    "export",
+    "set",
+    "issue",
+    "check",
+    "replicate",
+    "push",
+    "copy",
 ];
 /// Leading words of a question; with no other verb in the query they ask to read.
 const QUESTION_WORDS: &[&str] = &[
@@ -359,6 +380,7 @@ const OBJECTS: &[(&str, &str)] = &[
     ("audience", "model"),
     ("source", "connection"),
     ("destination", "connection"),
+    ("object", "object"),
 ];
 /// Path segments that name an action or an aspect rather than the resource acted on.
 const ACTION_SEGMENTS: &[&str] = &[
@@ -412,7 +434,9 @@ const COMPOUND_OBJECTS: &[(&str, &str)] = &[
     ("~field", "field"),
     ("~key", "key"),
     ("~sync", "sync"),
-    ("model-preview", "model"),
+    ("~event", "event"),
+    ("model-preview", "model_preview"),
+    ("~model_preview", "model_preview"),
 ];
 
 /// The resource an operation acts on: its last path literal that is not an action, or its last two when
@@ -465,8 +489,10 @@ fn head_object(words: &[String]) -> Option<(&'static str, bool)> {
         let Some(object) = noun(word) else {
             break;
         };
-        // "the accounts sync run next": a verb, not the noun of "the sync run".
-        if word.starts_with("run") && next_is_time(words, word) {
+        // "the accounts sync run next", "when does the sync run": a verb, not the noun of "the sync run".
+        if word.starts_with("run")
+            && (next_is_time(words, word) || asked_with_auxiliary(words, word))
+        {
             break;
         }
         if word.starts_with('~') {
@@ -548,7 +574,8 @@ impl Intent {
                 None
             }
         });
-        let method = if has(UPDATE_MARKERS) {
+        let explicit_update = has(UPDATE_MARKERS);
+        let method = if explicit_update {
             Some(MethodIntent::Update)
         } else {
             method
@@ -564,7 +591,21 @@ impl Intent {
         let method = method.or(wants_status.then_some(MethodIntent::Read));
         // "kill the running replication": with another verb, state words describe the target.
         let wants_status = wants_status && matches!(method, None | Some(MethodIntent::Read));
-        let head = head_object(words);
+        let head = head_object(words).map(|(object, plural)| {
+            let reads = matches!(method, None | Some(MethodIntent::Read));
+            match object {
+                // "the jobs that ran for the bulk sync": a sync's jobs are its executions.
+                "job" if has(&["sync", "syncs", "bulk", "replication"]) => ("execution", plural),
+                // "the columns of one table": a table's fields are its schema.
+                "field" if reads && has(&["table", "tables"]) => ("schema", false),
+                // "objects a sync can write to" are a destination's target objects.
+                "object" if has(&["sync", "write", "into", "mapping", "destination"]) => {
+                    ("targetobject", plural)
+                }
+                "object" => ("schema", plural),
+                other => (other, plural),
+            }
+        });
         let plural_noun = words.iter().any(|w| {
             w.len() > 4
                 && w.ends_with('s')
@@ -576,10 +617,15 @@ impl Intent {
         let item_words = has(ITEM_WORDS);
         let (wants_collection, wants_item) = match head {
             // The head noun's number decides: "list the syncs" vs "show the sync".
-            Some((_, plural)) => (
-                collection_words || (plural && !item_words),
-                item_words || (!plural && !collection_words),
-            ),
+            // "this", "that" and ids then point at the parent ("the tables of this bulk sync"); only "one",
+            // "specific" and the like make a plural head one item.
+            Some((_, plural)) => {
+                let one = has(&["one", "specific", "single", "particular"]);
+                (
+                    collection_words || (plural && !one),
+                    one || (!plural && !collection_words),
+                )
+            }
             None => (collection_words || (plural_noun && !item_words), item_words),
         };
         // Diagnosis is about a run: "sync failure events" asks for events, "sync error alerts" for alerts.
@@ -602,7 +648,10 @@ impl Intent {
             model_sync: has(MODEL_SYNC_WORDS),
             partner: has(PARTNER_WORDS),
             plain_sync: has(&["sync", "syncs"]),
-            current_run: has(&["current", "running", "now", "whatever"])
+            explicit_update,
+            object_id_given: id_follows_object(words),
+            current_run: has(&["cancel", "stop", "abort", "halt", "kill"])
+                && has(&["current", "running", "now", "whatever"])
                 && !words.iter().any(|w| w.chars().any(|c| c.is_ascii_digit())),
             session,
         }
@@ -611,9 +660,15 @@ impl Intent {
     /// A factor around 1.0 applied to an operation's text score.
     pub fn multiplier(&self, op: &Operation) -> f32 {
         let mut factor = 1.0;
-        // One thing's status is about that one thing, like its detail.
-        let ends_in_param = matches!(op.segments.last(), Some(Segment::Param(_)))
-            || (op.path.ends_with("/status") && op.path.contains('{'));
+        // One thing's status or sample is about that one thing, like its detail; a collection ends in the
+        // resource's own name.
+        let ends_in_param = match op.segments.last() {
+            Some(Segment::Param(_)) => true,
+            Some(Segment::Literal(last)) => {
+                ACTION_SEGMENTS.contains(&last.as_str()) && op.path.contains('{')
+            }
+            None => false,
+        };
         if let Some(method) = self.method {
             let fits = match method {
                 MethodIntent::Read => op.method == "GET",
@@ -623,7 +678,13 @@ impl Intent {
                 // Actions are POSTs to a verb sub-path (`/activate`, `/cancel`, `/executions`).
                 MethodIntent::Action => op.method == "POST",
             };
-            factor *= if fits { 1.25 } else { 0.85 };
+            factor *= match (fits, self.explicit_update) {
+                (true, false) => 1.25,
+                (false, false) => 0.85,
+                // "instead", "existing": the thing exists and changes.
+                (true, true) => 1.4,
+                (false, true) => 0.75,
+            };
         }
         if op.method == "GET" {
             if self.wants_collection && !self.wants_item && !ends_in_param {
@@ -640,6 +701,10 @@ impl Intent {
                 None => {}
             }
         }
+        if self.object_id_given && self.object.is_some_and(|object| takes_id_of(op, object)) {
+            // "run 42 of the sync": the id names one of those, so the operation must take its id.
+            factor *= 1.2;
+        }
         if self.wants_status && op.path.ends_with("/status") {
             factor *= 1.25;
         }
@@ -655,7 +720,7 @@ impl Intent {
             factor *= 0.75;
         } else if self.plain_sync && is_bulk {
             // A bare "sync" is a model sync in Polytomic's words; bulk syncs are called bulk syncs.
-            factor *= 0.85;
+            factor *= 0.75;
         }
         if self.current_run && op.method == "POST" && op.path.ends_with("/cancel") {
             // "cancel the running sync" stops whatever runs now; a specific execution needs its id.
@@ -701,6 +766,34 @@ fn next_is_time(words: &[String], word: &String) -> bool {
     words
         .get(at + 1)
         .is_some_and(|next| TIME_WORDS.contains(&next.as_str()))
+}
+
+/// Whether a query word naming a resource is followed by an id (a word with a digit).
+fn id_follows_object(words: &[String]) -> bool {
+    words.windows(2).any(|pair| {
+        canonical_object(&pair[0]).is_some() && pair[1].chars().any(|c| c.is_ascii_digit())
+    })
+}
+
+/// Whether the operation's path takes the id of `object`: `/executions/{id}` for an execution.
+fn takes_id_of(op: &Operation, object: &str) -> bool {
+    op.segments.windows(2).any(|pair| match pair {
+        [Segment::Literal(lit), Segment::Param(_)] => canonical_object(lit) == Some(object),
+        _ => false,
+    })
+}
+
+/// Whether an auxiliary ("does", "will") comes before `word` (by identity): "when does the sync run".
+fn asked_with_auxiliary(words: &[String], word: &String) -> bool {
+    let Some(at) = words.iter().position(|w| std::ptr::eq(w, word)) else {
+        return false;
+    };
+    words[..at].iter().any(|w| {
+        matches!(
+            w.as_str(),
+            "does" | "do" | "did" | "will" | "would" | "should" | "can"
+        )
+    })
 }
 
 const TIME_WORDS: &[&str] = &[
