@@ -185,8 +185,8 @@ impl Catalog {
         }
     }
 
-    /// The query's words as the ranking reads them: typos repaired, phrases applied (for tests and tuning).
-    pub fn query_words(&self, query: &str) -> Vec<String> {
+    /// The query's words as the ranking reads them: typos repaired, phrases applied.
+    fn query_words(&self, query: &str) -> Vec<String> {
         let words: Vec<String> = bounded_words(query)
             .into_iter()
             .map(|word| match self.speller.repair(&word) {

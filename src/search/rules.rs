@@ -552,28 +552,7 @@ impl Intent {
     /// The intent of a query given as its lower-cased words ([`super::raw_words`]).
     pub fn of_words(words: &[String], session: Option<Session>) -> Self {
         let has = |list: &[&str]| words.iter().any(|w| list.contains(&w.as_str()));
-        // The first verb decides: "delete the sync's schedule" is a delete even if "schedule" appears later.
-        let method = words.iter().enumerate().find_map(|(position, w)| {
-            let w = w.as_str();
-            // "run", "test" and the like are nouns in "the last run" or "run history"; only a leading one is
-            // an order ("run the sync now").
-            if position > 0 && NOUN_OR_VERB.contains(&w) {
-                return None;
-            }
-            if DELETE_WORDS.contains(&w) {
-                Some(MethodIntent::Delete)
-            } else if CREATE_WORDS.contains(&w) {
-                Some(MethodIntent::Create)
-            } else if UPDATE_WORDS.contains(&w) {
-                Some(MethodIntent::Update)
-            } else if ACTION_WORDS.contains(&w) {
-                Some(MethodIntent::Action)
-            } else if READ_WORDS.contains(&w) {
-                Some(MethodIntent::Read)
-            } else {
-                None
-            }
-        });
+        let method = first_verb(words);
         let explicit_update = has(UPDATE_MARKERS);
         let method = if explicit_update {
             Some(MethodIntent::Update)
@@ -591,21 +570,9 @@ impl Intent {
         let method = method.or(wants_status.then_some(MethodIntent::Read));
         // "kill the running replication": with another verb, state words describe the target.
         let wants_status = wants_status && matches!(method, None | Some(MethodIntent::Read));
-        let head = head_object(words).map(|(object, plural)| {
-            let reads = matches!(method, None | Some(MethodIntent::Read));
-            match object {
-                // "the jobs that ran for the bulk sync": a sync's jobs are its executions.
-                "job" if has(&["sync", "syncs", "bulk", "replication"]) => ("execution", plural),
-                // "the columns of one table": a table's fields are its schema.
-                "field" if reads && has(&["table", "tables"]) => ("schema", false),
-                // "objects a sync can write to" are a destination's target objects.
-                "object" if has(&["sync", "write", "into", "mapping", "destination"]) => {
-                    ("targetobject", plural)
-                }
-                "object" => ("schema", plural),
-                other => (other, plural),
-            }
-        });
+        let reads = matches!(method, None | Some(MethodIntent::Read));
+        let head =
+            head_object(words).map(|(object, plural)| in_context(object, plural, reads, &has));
         let plural_noun = words.iter().any(|w| {
             w.len() > 4
                 && w.ends_with('s')
@@ -766,6 +733,53 @@ fn next_is_time(words: &[String], word: &String) -> bool {
     words
         .get(at + 1)
         .is_some_and(|next| TIME_WORDS.contains(&next.as_str()))
+}
+
+/// The method the query's first verb asks for: "delete the sync's schedule" is a delete even if "schedule"
+/// appears later.
+fn first_verb(words: &[String]) -> Option<MethodIntent> {
+    words.iter().enumerate().find_map(|(position, w)| {
+        let w = w.as_str();
+        // "run", "test" and the like are nouns in "the last run" or "run history"; only a leading one is an
+        // order ("run the sync now").
+        if position > 0 && NOUN_OR_VERB.contains(&w) {
+            return None;
+        }
+        if DELETE_WORDS.contains(&w) {
+            Some(MethodIntent::Delete)
+        } else if CREATE_WORDS.contains(&w) {
+            Some(MethodIntent::Create)
+        } else if UPDATE_WORDS.contains(&w) {
+            Some(MethodIntent::Update)
+        } else if ACTION_WORDS.contains(&w) {
+            Some(MethodIntent::Action)
+        } else if READ_WORDS.contains(&w) {
+            Some(MethodIntent::Read)
+        } else {
+            None
+        }
+    })
+}
+
+/// The head resource read in the context of the rest of the query.
+fn in_context(
+    object: &'static str,
+    plural: bool,
+    reads: bool,
+    has: &dyn Fn(&[&str]) -> bool,
+) -> (&'static str, bool) {
+    match object {
+        // "the jobs that ran for the bulk sync": a sync's jobs are its executions.
+        "job" if has(&["sync", "syncs", "bulk", "replication"]) => ("execution", plural),
+        // "the columns of one table": a table's fields are its schema.
+        "field" if reads && has(&["table", "tables"]) => ("schema", false),
+        // "objects a sync can write to" are a destination's target objects.
+        "object" if has(&["sync", "write", "into", "mapping", "destination"]) => {
+            ("targetobject", plural)
+        }
+        "object" => ("schema", plural),
+        other => (other, plural),
+    }
 }
 
 /// Whether a query word naming a resource is followed by an id (a word with a digit).
