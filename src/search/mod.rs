@@ -3,11 +3,14 @@
 //! is easy to test and to benchmark.
 
 mod handle;
+mod phrases;
 mod rules;
+mod spell;
 mod text;
 
 use std::collections::HashMap;
 
+use crate::core::AuthMode;
 use crate::openapi::{KeyType, Operation, OperationIndex};
 
 pub use handle::{IndexHandle, spawn_refresh};
@@ -99,14 +102,25 @@ pub struct Catalog {
     /// term → the operations that contain it: a query looks up each of its terms once, not once per operation.
     postings: HashMap<String, Postings>,
     vocabulary: rules::Vocabulary,
+    /// Repairs query words with a typo into words the catalog or the rules know.
+    speller: spell::Speller,
 }
 
-/// Filters an agent can add to a query.
+/// Filters an agent can add to a query, and the session the query is asked in.
 #[derive(Debug, Default, Clone)]
 pub struct Filters {
     pub method: Option<String>,
     pub tag: Option<String>,
     pub key_type: Option<KeyType>,
+    pub read_only: bool,
+    /// The caller's session; `None` ranks as if no key type and no access limit applied.
+    pub session: Option<Session>,
+}
+
+/// What the caller's session can run: its key type (auth mode) and whether it is read-only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Session {
+    pub auth_mode: AuthMode,
     pub read_only: bool,
 }
 
@@ -162,23 +176,37 @@ impl Catalog {
             let count = entry.docs.len() as f32;
             entry.idf = ((n - count + 0.5) / (count + 0.5) + 1.0).ln();
         }
+        let speller = spell::Speller::new(known_words(&index));
         Self {
             index,
             postings,
             vocabulary: rules::Vocabulary::new(),
+            speller,
         }
+    }
+
+    /// The query's words as the ranking reads them: typos repaired, phrases applied.
+    fn query_words(&self, query: &str) -> Vec<String> {
+        let words: Vec<String> = bounded_words(query)
+            .into_iter()
+            .map(|word| match self.speller.repair(&word) {
+                Some(repaired) => repaired.to_owned(),
+                None => word,
+            })
+            .collect();
+        phrases::rewrite(&words)
     }
 
     /// Ranks operations for a free-text query; an empty result means nothing matched at all. Only the first
     /// [`MAX_QUERY_CHARS`] characters and [`MAX_QUERY_WORDS`] words are read, so the cost is bounded: one
     /// postings walk per expanded term, then a sort of the matches.
     pub fn search(&self, query: &str, filters: &Filters, limit: usize) -> Vec<Hit<'_>> {
-        let words = bounded_words(query);
+        let words = self.query_words(query);
         let terms = self.vocabulary.expand(&words);
         if terms.is_empty() {
             return Vec::new();
         }
-        let intent = rules::Intent::of_words(&words);
+        let intent = rules::Intent::of_words(&words, filters.session);
         let mut scores = vec![0.0f32; self.index.operations.len()];
         for (term, weight) in &terms {
             let Some(entry) = self.postings.get(term) else {
@@ -247,6 +275,32 @@ fn passes(op: &Operation, filters: &Filters) -> bool {
         }
     }
     true
+}
+
+/// Every word a query may be repaired into, with how often the catalog uses it: the words of every
+/// operation's fields and the words the vocabulary and the rules read.
+fn known_words(index: &OperationIndex) -> HashMap<String, u32> {
+    let mut known: HashMap<String, u32> = HashMap::new();
+    for op in &index.operations {
+        let text = [
+            op.path.as_str(),
+            op.summary.as_str(),
+            op.description.as_str(),
+            &op.phrases.join(" "),
+            &op.tags.join(" "),
+        ]
+        .join(" ");
+        for word in raw_words(&text) {
+            *known.entry(word).or_default() += 1;
+        }
+        for param in &op.params {
+            *known.entry(param.name.to_lowercase()).or_default() += 1;
+        }
+    }
+    for word in rules::rule_words().chain(phrases::phrase_words()) {
+        *known.entry(word.to_owned()).or_default() += 1;
+    }
+    known
 }
 
 /// The description without its sentences about other operations: "use GET /api/syncs/{id}/status to see if
@@ -364,5 +418,89 @@ mod tests {
         assert_eq!(weight("run"), 1.0);
         assert_eq!(weight("execution"), 1.0);
         assert_eq!(weight("start"), 0.5);
+    }
+
+    fn embedded() -> Catalog {
+        Catalog::build(
+            crate::openapi::index_text(crate::openapi::EMBEDDED_DOCUMENT, "embedded")
+                .expect("embedded document indexes"),
+        )
+    }
+
+    fn ranked(catalog: &Catalog, query: &str, session: Option<Session>) -> Vec<String> {
+        let filters = Filters {
+            session,
+            ..Filters::default()
+        };
+        catalog
+            .search(query, &filters, 5)
+            .iter()
+            .map(|hit| hit.operation.key.clone())
+            .collect()
+    }
+
+    fn session(auth_mode: AuthMode) -> Option<Session> {
+        Some(Session {
+            auth_mode,
+            read_only: false,
+        })
+    }
+
+    #[test]
+    fn the_session_decides_which_key_type_ranks_first_and_the_other_stays_in_reach() {
+        let catalog = embedded();
+        for (query, user_op, partner_op) in [
+            (
+                "remove a user from the organization",
+                "DELETE /api/organization/users/{id}",
+                "DELETE /api/organizations/{org_id}/users/{id}",
+            ),
+            (
+                "list users",
+                "GET /api/organization/users",
+                "GET /api/organizations/{org_id}/users",
+            ),
+        ] {
+            let as_user = ranked(&catalog, query, session(AuthMode::User));
+            let as_partner = ranked(&catalog, query, session(AuthMode::Partner));
+            assert_eq!(as_user[0], user_op, "{query}: {as_user:?}");
+            assert_eq!(as_partner[0], partner_op, "{query}: {as_partner:?}");
+            assert!(as_user.iter().any(|k| k == partner_op), "{as_user:?}");
+            assert!(as_partner.iter().any(|k| k == user_op), "{as_partner:?}");
+        }
+        // Naming the partner's world in a user session still finds the partner operation first.
+        let as_user = ranked(
+            &catalog,
+            "list all customer organizations of my partner account",
+            session(AuthMode::User),
+        );
+        assert_eq!(as_user[0], "GET /api/organizations");
+    }
+
+    #[test]
+    fn typos_phrases_and_intent_reach_the_right_operation() {
+        let catalog = embedded();
+        let user = session(AuthMode::User);
+        for (query, expected) in [
+            ("cretae a conection to salesforce", "POST /api/connections"),
+            ("set up a model sync", "POST /api/syncs"),
+            (
+                "list the schedules of a bulk sync",
+                "GET /api/bulk/syncs/{sync_id}/schedules",
+            ),
+            (
+                "bulk sync schedules",
+                "GET /api/bulk/syncs/{sync_id}/schedules",
+            ),
+            ("is the accounts sync running", "GET /api/syncs/{id}/status"),
+        ] {
+            assert_eq!(ranked(&catalog, query, user)[0], expected, "{query}");
+        }
+        // Asking why it failed wants the execution's errors or log, not the status summary.
+        let why = ranked(&catalog, "why did the hubspot sync fail", user);
+        assert!(
+            why[0].starts_with("GET /api/syncs/{sync_id}/executions/{id}"),
+            "{why:?}"
+        );
     }
 }

@@ -2,7 +2,7 @@
 
 /// Words that carry no signal for choosing an operation. `me`, `all`, `list` and verbs are kept on purpose:
 /// they select operations (`GET /api/me`) or feed the structural rules.
-const STOPWORDS: &[&str] = &[
+pub(super) const STOPWORDS: &[&str] = &[
     "a", "an", "the", "of", "for", "to", "in", "on", "at", "my", "our", "your", "i", "we", "you",
     "is", "are", "was", "were", "be", "been", "do", "does", "did", "can", "could", "would",
     "should", "will", "it", "its", "this", "that", "these", "those", "with", "from", "by", "and",
@@ -68,11 +68,11 @@ pub fn stem(word: &str) -> String {
     if let Some(base) = w.strip_suffix("ing")
         && base.len() >= 3
     {
-        return undouble(base);
+        return restore_e(undouble(base));
     }
     if let Some(base) = w.strip_suffix("ed") {
         if base.len() >= 3 && !base.ends_with('e') {
-            return undouble(base);
+            return restore_e(undouble(base));
         }
         if base.len() >= 3 {
             return base.to_owned();
@@ -90,6 +90,17 @@ pub fn stem(word: &str) -> String {
         return w[..w.len() - 1].to_owned();
     }
     w.to_owned()
+}
+
+/// `creat` → `create`, `schedul` → `schedule`, `enabl` → `enable`: the silent `e` the suffix took, so
+/// "created", "creating" and "create" meet.
+fn restore_e(base: String) -> String {
+    const TAKES_E: &[&str] = &["at", "bl", "iz", "ur", "ul", "us", "v"];
+    if base.len() >= 4 && TAKES_E.iter().any(|end| base.ends_with(end)) {
+        format!("{base}e")
+    } else {
+        base
+    }
 }
 
 /// `runn` → `run`, `stopp` → `stop` (but `pull` stays `pull`).
@@ -119,6 +130,12 @@ mod tests {
             ("status", "status"),
             ("addresses", "address"),
             ("batches", "batch"),
+            ("created", "create"),
+            ("creating", "create"),
+            ("scheduled", "schedule"),
+            ("enabled", "enable"),
+            ("paused", "pause"),
+            ("removed", "remove"),
         ] {
             assert_eq!(stem(word), expected, "{word}");
         }

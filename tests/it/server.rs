@@ -911,3 +911,169 @@ async fn the_direct_tools_call_path_answers_exactly_as_rmcp_does() {
     );
     assert!(app.upstream.requests().is_empty());
 }
+
+/// Bytes per search result in each kind of session, over every operation (each tag's operations, listed by
+/// the filter alone so the ranking does not decide which results are measured). The ceilings are the sizes
+/// before session notes existed (user 529.2, partner 733.8, read-only 529.2 bytes per result, measured at 66c950a):
+/// telling an agent what its session cannot run must not make results larger.
+#[tokio::test]
+async fn search_results_do_not_grow_per_result_in_any_session() {
+    let app = TestApp::spawn().await;
+    let catalog = polytomic_mcp::search::Catalog::build(
+        polytomic_mcp::openapi::index_text(polytomic_mcp::openapi::EMBEDDED_DOCUMENT, "embedded")
+            .unwrap(),
+    );
+    type Headers<'a> = &'a [(&'a str, &'a str)];
+    let sessions: [(&str, Headers<'_>, f64); 3] = [
+        ("user", &[], CEILING_USER),
+        (
+            "partner",
+            &[("x-polytomic-auth-mode", "partner")],
+            CEILING_PARTNER,
+        ),
+        (
+            "read-only",
+            &[("x-polytomic-access-mode", "read-only")],
+            CEILING_READ_ONLY,
+        ),
+    ];
+    for (name, headers, ceiling) in sessions {
+        let client = app.client(KEY, headers).await;
+        let (mut bytes, mut results) = (0usize, 0usize);
+        for tag in &catalog.index.tags {
+            let answer = call(&client, "search", json!({"tag": tag.tag, "limit": 25})).await;
+            assert_ne!(answer.is_error, Some(true), "{}", text_of(&answer));
+            results += answer.structured_content.as_ref().unwrap()["results"]
+                .as_array()
+                .unwrap()
+                .len();
+            bytes += result_bytes(&answer);
+        }
+        let per_result = bytes as f64 / results as f64;
+        println!("{name} session: {results} results, {per_result:.1} bytes per result");
+        assert!(
+            per_result <= ceiling,
+            "{name} session: {per_result:.1} bytes per result > {ceiling}"
+        );
+    }
+}
+const CEILING_USER: f64 = 529.2;
+const CEILING_PARTNER: f64 = 733.8;
+const CEILING_READ_ONLY: f64 = 529.2;
+
+/// The same question ranks first the operation the session's key can call; the other stays in the results,
+/// marked, and the answer says what to do. A read-only session still finds writes, marked as such.
+#[tokio::test]
+async fn search_ranks_for_the_session_and_marks_what_it_cannot_run() {
+    let app = TestApp::spawn().await;
+    let user = app.client(KEY, &[]).await;
+    let partner = app
+        .client(KEY, &[("x-polytomic-auth-mode", "partner")])
+        .await;
+    let read_only = app
+        .client(KEY, &[("x-polytomic-access-mode", "read-only")])
+        .await;
+    let ranked = |answer: &rmcp::model::CallToolResult| -> Vec<(String, Option<String>)> {
+        answer.structured_content.as_ref().unwrap()["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    format!(
+                        "{} {}",
+                        r["method"].as_str().unwrap(),
+                        r["path"].as_str().unwrap()
+                    ),
+                    r["note"].as_str().map(str::to_owned),
+                )
+            })
+            .collect()
+    };
+    for (query, user_op, partner_op) in [
+        (
+            "change a user's role to admin",
+            "PUT /api/organization/users/{id}",
+            "PUT /api/organizations/{org_id}/users/{id}",
+        ),
+        (
+            "what is this uuid",
+            "GET /api/entities/{id}",
+            "GET /api/organizations/entities/{id}",
+        ),
+    ] {
+        let as_user = call(&user, "search", json!({"query": query})).await;
+        let as_partner = call(&partner, "search", json!({"query": query})).await;
+        let (as_user, as_partner) = (ranked(&as_user), ranked(&as_partner));
+        assert_eq!(
+            as_user[0],
+            (user_op.to_owned(), None),
+            "{query}: {as_user:?}"
+        );
+        assert_eq!(
+            as_partner[0],
+            (partner_op.to_owned(), None),
+            "{query}: {as_partner:?}"
+        );
+        // The other session's operation is still there, marked.
+        let marked = |results: &[(String, Option<String>)], op: &str, why: &str| {
+            results
+                .iter()
+                .any(|(key, note)| key == op && note.as_deref() == Some(why))
+        };
+        assert!(
+            marked(&as_user, partner_op, "cannot run here: needs a partner key"),
+            "{as_user:?}"
+        );
+        assert!(
+            marked(&as_partner, user_op, "cannot run here: needs a user key"),
+            "{as_partner:?}"
+        );
+    }
+    let answer = call(&partner, "search", json!({"query": "list users"})).await;
+    let hint = answer.structured_content.as_ref().unwrap()["hint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(hint.contains("reconnect with a user API key"), "{hint}");
+    assert!(text_of(&answer).contains("[user key; cannot run here: needs a user key]"));
+
+    let answer = call(
+        &read_only,
+        "search",
+        json!({"query": "delete the test sync"}),
+    )
+    .await;
+    let results = ranked(&answer);
+    assert_eq!(
+        results[0],
+        (
+            "DELETE /api/syncs/{id}".to_owned(),
+            Some("cannot run here: read-only session".to_owned())
+        ),
+        "{results:?}"
+    );
+    assert!(text_of(&answer).contains("X-Polytomic-Access-Mode: full-access"));
+    let detail = call(
+        &read_only,
+        "search",
+        json!({"operation": "DELETE /api/syncs/{id}"}),
+    )
+    .await;
+    let note = detail.structured_content.as_ref().unwrap()["operation"]["note"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        note.starts_with("cannot run here: read-only session. ") && note.contains("full-access"),
+        "{note}"
+    );
+    // Reads in a read-only session carry no note.
+    let answer = call(
+        &read_only,
+        "search",
+        json!({"query": "list my model syncs"}),
+    )
+    .await;
+    assert_eq!(ranked(&answer)[0], ("GET /api/syncs".to_owned(), None));
+}

@@ -6,10 +6,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{echo, parse_args};
-use crate::core::AuthMode;
+use crate::core::{AccessMode, AuthMode};
 use crate::mcp::{CallContext, ToolOutcome, tool_error, tool_success};
 use crate::openapi::{KeyType, Operation, Param, ParamLocation};
-use crate::search::{Catalog, Filters, Hit, MAX_QUERY_CHARS, MAX_QUERY_WORDS, check_query};
+use crate::search::{
+    Catalog, Filters, Hit, MAX_QUERY_CHARS, MAX_QUERY_WORDS, Session, check_query,
+};
 use crate::upstream::pages::{Follow, MAX_PAGES};
 
 pub const NAME: &str = "search";
@@ -84,7 +86,7 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> ToolOutcome {
     }
     let catalog = ctx.state.catalog.current();
     if let Some(key) = args.operation.as_deref().filter(|k| !k.trim().is_empty()) {
-        return detail(&catalog, key, ctx.principal.auth_mode);
+        return detail(&catalog, key, session_of(ctx));
     }
     let limit = match args.limit {
         None => DEFAULT_LIMIT,
@@ -155,6 +157,7 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> ToolOutcome {
         tag,
         key_type,
         read_only: args.read_only,
+        session: Some(session_of(ctx)),
     };
     let has_filters = filters.method.is_some()
         || filters.tag.is_some()
@@ -174,17 +177,27 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> ToolOutcome {
         ctx.state.metrics.search_zero_hits.inc();
         return overview(&catalog, Some(query));
     }
-    let auth_mode = ctx.principal.auth_mode;
+    let session = session_of(ctx);
     let results: Vec<Value> = hits
         .iter()
-        .map(|hit| summary_item(hit.operation, auth_mode))
+        .map(|hit| summary_item(hit.operation, session))
         .collect();
     let mut text = format!("{} operation(s) for {}:\n", results.len(), echo(query));
     for (i, hit) in hits.iter().enumerate() {
-        write_summary_line(&mut text, i + 1, hit.operation, auth_mode);
+        write_summary_line(&mut text, i + 1, hit.operation, session);
     }
-    let hint = "Call `execute` with the method and the concrete path (fill the {placeholders}). For body fields and an example, search again with `operation: \"METHOD /path\"`.";
-    text.push_str(hint);
+    let mut hint = "Call `execute` with the method and the concrete path (fill the {placeholders}). For body fields and an example, search again with `operation: \"METHOD /path\"`.".to_owned();
+    let mut blocked: Vec<Blocker> = hits
+        .iter()
+        .flat_map(|hit| blockers(hit.operation, session))
+        .collect();
+    blocked.sort_unstable();
+    blocked.dedup();
+    for blocker in blocked {
+        hint.push(' ');
+        hint.push_str(blocker.remedy());
+    }
+    text.push_str(&hint);
     tool_success(json!({"results": results, "hint": hint}), text)
 }
 
@@ -207,16 +220,76 @@ fn check_sizes(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-fn key_note(op: &Operation, auth_mode: AuthMode) -> Option<&'static str> {
-    match (op.key_type, auth_mode) {
-        (KeyType::Partner, AuthMode::User) => Some(
-            "needs a partner API key with X-Polytomic-Auth-Mode: partner; this session is in user mode",
-        ),
-        (KeyType::User, AuthMode::Partner) => Some(
-            "needs a user API key (user mode); in partner mode act on a customer organization through /api/organizations/{org_id}/…",
-        ),
-        _ => None,
+/// The caller's session as the ranking and the notes read it.
+fn session_of(ctx: &CallContext<'_>) -> Session {
+    Session {
+        auth_mode: ctx.principal.auth_mode,
+        read_only: ctx.principal.access_mode == AccessMode::ReadOnly,
     }
+}
+
+/// Why an operation cannot run in this session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Blocker {
+    PartnerKey,
+    UserKey,
+    ReadOnly,
+}
+
+impl Blocker {
+    /// A few words on the result itself; the answer's hint says what to do, once.
+    fn short(self) -> &'static str {
+        match self {
+            Blocker::PartnerKey => "needs a partner key",
+            Blocker::UserKey => "needs a user key",
+            Blocker::ReadOnly => "read-only session",
+        }
+    }
+
+    fn remedy(self) -> &'static str {
+        match self {
+            Blocker::PartnerKey => {
+                "\"needs a partner key\": reconnect with a partner API key and X-Polytomic-Auth-Mode: partner."
+            }
+            Blocker::UserKey => {
+                "\"needs a user key\": reconnect with a user API key, or act on a customer organization via /api/organizations/{org_id}/…."
+            }
+            Blocker::ReadOnly => {
+                "\"read-only session\": writes need X-Polytomic-Access-Mode: full-access (OAuth: a full-access sign-in)."
+            }
+        }
+    }
+}
+
+fn blockers(op: &Operation, session: Session) -> Vec<Blocker> {
+    let mut out = Vec::new();
+    match (op.key_type, session.auth_mode) {
+        (KeyType::Partner, AuthMode::User) => out.push(Blocker::PartnerKey),
+        (KeyType::User, AuthMode::Partner) => out.push(Blocker::UserKey),
+        _ => {}
+    }
+    if session.read_only && !op.is_read_only() {
+        out.push(Blocker::ReadOnly);
+    }
+    out
+}
+
+/// "cannot run here: needs a partner key, read-only session", or nothing when the session can run it.
+fn session_note(op: &Operation, session: Session) -> Option<String> {
+    let blockers = blockers(op, session);
+    if blockers.is_empty() {
+        return None;
+    }
+    let reasons: Vec<&str> = blockers.iter().map(|b| b.short()).collect();
+    Some(format!("cannot run here: {}", reasons.join(", ")))
+}
+
+/// The detail view has room for what to do as well.
+fn session_note_in_full(op: &Operation, session: Session) -> Option<String> {
+    let blockers = blockers(op, session);
+    let short = session_note(op, session)?;
+    let remedies: Vec<&str> = blockers.iter().map(|b| b.remedy()).collect();
+    Some(format!("{short}. {}", remedies.join(" ")))
 }
 
 fn param_json(param: &Param, full: bool) -> Value {
@@ -224,7 +297,8 @@ fn param_json(param: &Param, full: bool) -> Value {
     out.insert("name".into(), json!(param.name));
     out.insert("in".into(), json!(param.location));
     out.insert("type".into(), json!(param.ty));
-    if param.required {
+    // Path parameters are always required; the short form leaves that to the `{placeholder}`.
+    if param.required && (full || param.location != ParamLocation::Path) {
         out.insert("required".into(), json!(true));
     }
     if !param.enum_values.is_empty() && (full || param.enum_values.len() <= SHORT_ENUM) {
@@ -236,7 +310,7 @@ fn param_json(param: &Param, full: bool) -> Value {
     Value::Object(out)
 }
 
-fn summary_item(op: &Operation, auth_mode: AuthMode) -> Value {
+fn summary_item(op: &Operation, session: Session) -> Value {
     let mut item = json!({
         "method": op.method,
         "path": op.path,
@@ -254,24 +328,29 @@ fn summary_item(op: &Operation, auth_mode: AuthMode) -> Value {
             "optional"
         });
     }
-    if let Some(note) = key_note(op, auth_mode) {
+    if let Some(note) = session_note(op, session) {
         item["note"] = json!(note);
     }
     item
 }
 
-fn write_summary_line(text: &mut String, rank: usize, op: &Operation, auth_mode: AuthMode) {
-    let _ = writeln!(
-        text,
-        "{rank}. {} {} — {} [{} key]",
-        op.method,
-        op.path,
-        op.summary,
-        op.key_type.as_str()
-    );
-    if !op.params.is_empty() {
-        let params: Vec<String> = op
-            .params
+fn write_summary_line(text: &mut String, rank: usize, op: &Operation, session: Session) {
+    // The key type is shown where it matters: when this session cannot run the operation.
+    let _ = write!(text, "{rank}. {} {} — {}", op.method, op.path, op.summary);
+    match session_note(op, session) {
+        Some(note) => {
+            let _ = writeln!(text, " [{} key; {note}]", op.key_type.as_str());
+        }
+        None => text.push('\n'),
+    }
+    // Path parameters are in the template already ({id}) and always required; the text lists the others.
+    let listed: Vec<&Param> = op
+        .params
+        .iter()
+        .filter(|p| p.location != ParamLocation::Path)
+        .collect();
+    if !listed.is_empty() {
+        let params: Vec<String> = listed
             .iter()
             .map(|p| {
                 let loc = match p.location {
@@ -302,9 +381,6 @@ fn write_summary_line(text: &mut String, rank: usize, op: &Operation, auth_mode:
     }
     if let Some(p) = &op.pagination {
         let _ = writeln!(text, "   pages: {}", pagination_text(p));
-    }
-    if let Some(note) = key_note(op, auth_mode) {
-        let _ = writeln!(text, "   note: {note}");
     }
 }
 
@@ -365,7 +441,7 @@ fn overview(catalog: &Catalog, unmatched: Option<&str>) -> ToolOutcome {
 }
 
 /// The full recipe for one operation.
-fn detail(catalog: &Catalog, key: &str, auth_mode: AuthMode) -> ToolOutcome {
+fn detail(catalog: &Catalog, key: &str, session: Session) -> ToolOutcome {
     let Some(op) = catalog.index.get(key) else {
         let close: Vec<String> = catalog
             .search(key, &Filters::default(), 3)
@@ -410,7 +486,7 @@ fn detail(catalog: &Catalog, key: &str, auth_mode: AuthMode) -> ToolOutcome {
             recipe["pagination"]["whole_list"] = json!(hint);
         }
     }
-    if let Some(note) = key_note(op, auth_mode) {
+    if let Some(note) = session_note_in_full(op, session) {
         recipe["note"] = json!(note);
     }
     if op.deprecated {
@@ -478,7 +554,7 @@ fn detail(catalog: &Catalog, key: &str, auth_mode: AuthMode) -> ToolOutcome {
     if let Some(hint) = whole_list_hint(op) {
         let _ = writeln!(text, "whole list: {hint}");
     }
-    if let Some(note) = key_note(op, auth_mode) {
+    if let Some(note) = session_note_in_full(op, session) {
         let _ = writeln!(text, "note: {note}");
     }
     let _ = write!(text, "example execute: {}", recipe["example"]);
