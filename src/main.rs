@@ -24,17 +24,17 @@ async fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Serve);
     // Traces only for the server: the operator commands are one-shot and have nothing to join.
     let traces = match command {
-        Command::Serve => match {
+        Command::Serve => {
             // The exporter's HTTP client may speak TLS to the collector.
             polytomic_mcp::install_crypto_provider();
-            Traces::from_env()
-        } {
-            Ok(traces) => traces,
-            Err(message) => {
-                eprintln!("polytomic-mcp: {message}");
-                return ExitCode::from(2);
+            match Traces::from_env() {
+                Ok(traces) => traces,
+                Err(message) => {
+                    eprintln!("polytomic-mcp: {message}");
+                    return ExitCode::from(2);
+                }
             }
-        },
+        }
         _ => None,
     };
     init_tracing(cli.config.log.log_format, traces.as_ref());

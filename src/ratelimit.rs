@@ -116,7 +116,10 @@ impl RateLimiter {
             return self.hit_local(bucket, limit, now_ms);
         }
         let window = now_ms - now_ms.rem_euclid(WINDOW_MS);
-        let span = crate::trace_span!("store count_request", db.operation.name = "count_request");
+        let span = crate::telemetry::otel::trace_span!(
+            "store count_request",
+            db.operation.name = "count_request"
+        );
         let counted = tokio::time::timeout(SHARED_TIMEOUT, store.count_request(bucket, window))
             .instrument(span)
             .await;

@@ -54,7 +54,7 @@ pub(crate) async fn authenticate(
     let found = state
         .store
         .get_session_and_pair(&claims.sid)
-        .instrument(crate::trace_span!(
+        .instrument(crate::telemetry::otel::trace_span!(
             "store get_session_and_pair",
             db.operation.name = "get_session_and_pair"
         ))

@@ -96,7 +96,7 @@ pub(crate) async fn bearer(
         return open(state, &session.session_id, sealed);
     }
     renew(state, &session.session_id, Need::Fresh)
-        .instrument(crate::trace_span!(
+        .instrument(crate::telemetry::otel::trace_span!(
             "oauth upstream renewal",
             polytomic.oauth.reason = "expiring"
         ))
@@ -116,7 +116,7 @@ pub(crate) async fn after_rejection(
         &session.session_id,
         Need::Replacing(&rejected.sealed),
     )
-    .instrument(crate::trace_span!(
+    .instrument(crate::telemetry::otel::trace_span!(
         "oauth upstream renewal",
         polytomic.oauth.reason = "rejected"
     ))
@@ -248,8 +248,9 @@ async fn renew_under_lease(
     deadline: Instant,
 ) -> Result<UpstreamBearer, UpstreamAuthError> {
     let task = tokio::spawn(
-        renew_with_provider(state.clone(), session_id.to_owned(), sealed_refresh)
-            .instrument(crate::trace_span!("oauth provider refresh")),
+        renew_with_provider(state.clone(), session_id.to_owned(), sealed_refresh).instrument(
+            crate::telemetry::otel::trace_span!("oauth provider refresh"),
+        ),
     );
     match tokio::time::timeout_at(deadline, task).await {
         Ok(Ok(outcome)) => match outcome {

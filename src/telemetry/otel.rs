@@ -20,7 +20,6 @@ pub const TRACE_TARGET: &str = "polytomic_mcp::trace";
 
 /// A span for traces only ([`TRACE_TARGET`]), named in the trace as in the code, with `otel.status_code` and
 /// `error.type` ready for [`failed`]. Extra fields as in `tracing::info_span!`.
-#[macro_export]
 macro_rules! trace_span {
     ($name:literal $(, $($field:tt)*)?) => {
         ::tracing::info_span!(
@@ -33,6 +32,8 @@ macro_rules! trace_span {
         )
     };
 }
+
+pub(crate) use trace_span;
 
 /// Marks a trace span failed, `reason` its `error.type` (a fixed word, never caller text).
 pub fn failed(span: &tracing::Span, reason: &'static str) {
