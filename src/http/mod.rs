@@ -177,10 +177,15 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
     let tracing = crate::telemetry::otel::enabled();
     if tracing {
         let method = request.method().as_str();
-        span.record("otel.name", format!("{method} {route}"));
+        // As the HTTP conventions name a server span: `METHOD route`, or the method alone off every route.
+        if route == "other" {
+            span.record("otel.name", method);
+        } else {
+            span.record("otel.name", format!("{method} {route}"));
+            span.record("http.route", route);
+        }
         span.record("otel.kind", "server");
         span.record("http.request.method", method);
-        span.record("http.route", route);
         span.record("url.path", request.uri().path());
         crate::telemetry::otel::adopt_header_parent(&span, request.headers());
     }

@@ -506,3 +506,26 @@ fn a_bad_otel_setting_stops_the_server_with_a_message_naming_it() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn with_traces_off_nothing_about_them_reaches_polytomic_or_the_answer() {
+    // In-process server: this test process never sets an OTLP endpoint, so traces are off.
+    let app = common::TestApp::spawn().await;
+    let traceparent = format!("00-{HEADER_TRACE}-{HEADER_PARENT}-01");
+    let answer = tools_call(
+        &app.addr.to_string(),
+        &[("traceparent", traceparent.as_str())],
+        json!({"method": "GET", "path": "/api/syncs/s-1"}),
+        Some(json!({"traceparent": format!("00-{META_TRACE}-{META_PARENT}-01")})),
+    )
+    .await;
+    assert_eq!(
+        answer["result"]["structuredContent"]["status"], 200,
+        "{answer}"
+    );
+    let seen = app.upstream.requests();
+    assert_eq!(seen.len(), 1);
+    assert!(!seen[0].headers.contains_key("traceparent"));
+    assert!(!seen[0].headers.contains_key("tracestate"));
+    app.stop().await;
+}
