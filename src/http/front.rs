@@ -64,7 +64,7 @@ async fn handle(front: &McpFront, request: Request) -> Result<Response, ApiError
         request.extensions(),
         state.config.http.trust_forwarded_for,
     );
-    let queue = crate::telemetry::otel::trace_span!("queue wait");
+    let queue = otel::trace_span!("queue wait");
     let _address_slot = admit_address(front, &address)
         .instrument(queue.clone())
         .await
@@ -101,13 +101,13 @@ async fn answer(
     bytes: Option<bytes::Bytes>,
 ) -> Result<Response, ApiError> {
     let state = &front.state;
-    let auth = crate::telemetry::otel::trace_span!("authenticate", polytomic.auth.method = Empty);
+    let auth = otel::trace_span!("authenticate", polytomic.auth.method = Empty);
     let principal = authenticate(front, &parts.headers)
         .instrument(auth.clone())
         .await
         .inspect_err(|_| otel::failed(&auth, "unauthorized"))?;
     drop(auth);
-    let limit = crate::telemetry::otel::trace_span!("rate limit");
+    let limit = otel::trace_span!("rate limit");
     let over = protect::limit_principal(state, &principal)
         .instrument(limit.clone())
         .await?;

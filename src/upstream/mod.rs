@@ -192,7 +192,7 @@ impl Upstream {
             return KeyCheck::Rejected;
         };
         let url = format!("{}/api/me", self.base_url.as_str().trim_end_matches('/'));
-        let span = crate::telemetry::otel::trace_span!(
+        let span = otel::trace_span!(
             "GET /api/me",
             otel.kind = "client",
             http.request.method = "GET",
@@ -282,7 +282,7 @@ impl Upstream {
 /// The trace span of one attempt: `METHOD /template` (never the filled-in path or the query), the retry number,
 /// and after it the status and any `Retry-After`.
 fn attempt_span(request: &PlannedRequest, attempt: u32) -> tracing::Span {
-    let span = crate::telemetry::otel::trace_span!(
+    let span = otel::trace_span!(
         "upstream attempt",
         otel.kind = "client",
         http.request.method = request.method.as_str(),
