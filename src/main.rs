@@ -7,6 +7,7 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, Parser};
 use polytomic_mcp::config::{Cli, Command, FeedbackCommand, SessionsCommand};
 use polytomic_mcp::telemetry::init_tracing;
+use polytomic_mcp::telemetry::otel::Traces;
 use tokio_util::sync::CancellationToken;
 
 /// mimalloc instead of glibc malloc: per-thread heaps avoid glibc's arena-lock contention under load
@@ -20,8 +21,24 @@ async fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => return configuration_error(error),
     };
-    init_tracing(cli.config.log.log_format);
-    let code = match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // Traces only for the server: the operator commands are one-shot and have nothing to join.
+    let traces = match command {
+        Command::Serve => {
+            // The exporter's HTTP client may speak TLS to the collector.
+            polytomic_mcp::install_crypto_provider();
+            match Traces::from_env() {
+                Ok(traces) => traces,
+                Err(message) => {
+                    eprintln!("polytomic-mcp: {message}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        _ => None,
+    };
+    init_tracing(cli.config.log.log_format, traces.as_ref());
+    let code = match command {
         Command::Serve => match serve(cli.config).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -44,6 +61,9 @@ async fn main() -> ExitCode {
             }
         },
     };
+    if let Some(traces) = traces {
+        traces.shutdown().await;
+    }
     polytomic_mcp::telemetry::flush_logs();
     code
 }

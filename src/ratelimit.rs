@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
+use tracing::Instrument;
 
 use crate::store::Store;
 
@@ -115,7 +116,14 @@ impl RateLimiter {
             return self.hit_local(bucket, limit, now_ms);
         }
         let window = now_ms - now_ms.rem_euclid(WINDOW_MS);
-        match tokio::time::timeout(SHARED_TIMEOUT, store.count_request(bucket, window)).await {
+        let span = crate::telemetry::otel::trace_span!(
+            "store count_request",
+            db.operation.name = "count_request"
+        );
+        let counted = tokio::time::timeout(SHARED_TIMEOUT, store.count_request(bucket, window))
+            .instrument(span)
+            .await;
+        match counted {
             Ok(Ok(count)) => decide(count, limit, window, now_ms),
             failed => {
                 let reason = match failed {

@@ -15,6 +15,10 @@ use rmcp::transport::streamable_http_server::StreamableHttpService;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
+use tracing::Instrument;
+use tracing::field::Empty;
+
+use crate::telemetry::otel;
 
 use super::address_slots::{AddressSlot, AddressSlots};
 use super::{direct, protect};
@@ -60,14 +64,20 @@ async fn handle(front: &McpFront, request: Request) -> Result<Response, ApiError
         request.extensions(),
         state.config.http.trust_forwarded_for,
     );
-    let _address_slot = admit_address(front, &address).await?;
-    let Some(_permit) = admit(front).await else {
+    let queue = otel::trace_span!("queue wait");
+    let _address_slot = admit_address(front, &address)
+        .instrument(queue.clone())
+        .await
+        .inspect_err(|_| otel::failed(&queue, "ip_concurrency"))?;
+    let Some(_permit) = admit(front).instrument(queue.clone()).await else {
+        otel::failed(&queue, "load_shed");
         state.metrics.load_shed.inc();
         return Err(ApiError::Unavailable(
             "the server is at capacity; retry in a second".into(),
         ));
     };
-    let (mut parts, body) = request.into_parts();
+    drop(queue);
+    let (parts, body) = request.into_parts();
     protect::check_headers_and_address(state, &parts)?;
     // Only POST carries a JSON-RPC body; GET and DELETE go on to rmcp, which answers them.
     let (bytes, body) = if parts.method == http::Method::POST {
@@ -76,9 +86,38 @@ async fn handle(front: &McpFront, request: Request) -> Result<Response, ApiError
     } else {
         (None, body)
     };
-    let principal = authenticate(front, &parts.headers).await?;
-    if let Some(over) = protect::limit_principal(state, &principal).await? {
+    let span = match &bytes {
+        Some(bytes) => super::mcp_span::for_request(&parts.headers, bytes),
+        None => tracing::Span::none(),
+    };
+    answer(front, parts, body, bytes).instrument(span).await
+}
+
+/// Authentication, the per-principal limit, then the tool or rmcp: the part of a request inside its MCP span.
+async fn answer(
+    front: &McpFront,
+    mut parts: http::request::Parts,
+    body: Body,
+    bytes: Option<bytes::Bytes>,
+) -> Result<Response, ApiError> {
+    let state = &front.state;
+    let auth = otel::trace_span!("authenticate", polytomic.auth.method = Empty);
+    let principal = authenticate(front, &parts.headers)
+        .instrument(auth.clone())
+        .await
+        .inspect_err(|_| otel::failed(&auth, "unauthorized"))?;
+    drop(auth);
+    let limit = otel::trace_span!("rate limit");
+    let over = protect::limit_principal(state, &principal)
+        .instrument(limit.clone())
+        .await?;
+    if let Some(over) = over {
+        otel::failed(&limit, "rate_limited");
         parts.extensions.insert(over);
+    }
+    drop(limit);
+    if let Some(organization) = &principal.organization_id {
+        tracing::Span::current().record("polytomic.organization.id", organization.as_str());
     }
     parts.extensions.insert(principal);
     if let Some(bytes) = &bytes
@@ -110,7 +149,12 @@ async fn authenticate(front: &McpFront, headers: &HeaderMap) -> Result<Principal
         }
     })?;
     let modes = request_modes(state, headers)?;
-    if !crate::oauth::looks_issued(token.expose()) {
+    let issued = crate::oauth::looks_issued(token.expose());
+    tracing::Span::current().record(
+        "polytomic.auth.method",
+        if issued { "oauth" } else { "api_key" },
+    );
+    if !issued {
         return checked_api_key(front, api_key_principal(token, modes)).await;
     }
     let Some(oauth) = &front.oauth else {

@@ -18,10 +18,12 @@ use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tracing::Instrument;
+use tracing::field::Empty;
 
 mod address_slots;
 mod direct;
 mod front;
+mod mcp_span;
 mod protect;
 mod serve;
 
@@ -157,15 +159,45 @@ async fn observe(State(state): State<AppState>, mut request: Request, next: Next
         }
     }
     let route = route_label(request.extensions().get::<MatchedPath>());
+    // The dotted fields are the trace's HTTP server span attributes, set only while traces are exported (log
+    // lines leave them out); the path is the path alone, never the query.
     let span = tracing::info_span!(
         "request",
         method = %request.method(),
         path = %request.uri().path(),
         request_id = request_id.to_str().unwrap_or("-"),
+        otel.name = Empty,
+        otel.kind = Empty,
+        otel.status_code = Empty,
+        http.request.method = Empty,
+        http.route = Empty,
+        url.path = Empty,
+        http.response.status_code = Empty,
     );
+    let tracing = crate::telemetry::otel::enabled();
+    if tracing {
+        let method = request.method().as_str();
+        // As the HTTP conventions name a server span: `METHOD route`, or the method alone off every route.
+        if route == "other" {
+            span.record("otel.name", method);
+        } else {
+            span.record("otel.name", format!("{method} {route}"));
+            span.record("http.route", route);
+        }
+        span.record("otel.kind", "server");
+        span.record("http.request.method", method);
+        span.record("url.path", request.uri().path());
+        crate::telemetry::otel::adopt_header_parent(&span, request.headers());
+    }
     let started = std::time::Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
+    if tracing {
+        span.record("http.response.status_code", status.as_u16());
+        if status.is_server_error() {
+            span.record("otel.status_code", "error");
+        }
+    }
     state
         .metrics
         .http_requests

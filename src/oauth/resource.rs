@@ -10,6 +10,7 @@ use crate::core::{AuthMode, Credential, Modes, OAuthSession, Principal, now_ms};
 use crate::error::ApiError;
 use crate::secret::Secret;
 use crate::store::oauth::SessionRow;
+use tracing::Instrument;
 
 /// The `WWW-Authenticate` parameters after `realm` when OAuth is on (RFC 9728 §5.1, RFC 6750 §3).
 pub fn challenge(oauth: &OAuth, error: Option<&str>) -> String {
@@ -53,6 +54,10 @@ pub(crate) async fn authenticate(
     let found = state
         .store
         .get_session_and_pair(&claims.sid)
+        .instrument(crate::telemetry::otel::trace_span!(
+            "store get_session_and_pair",
+            db.operation.name = "get_session_and_pair"
+        ))
         .await
         .map_err(|e| ApiError::from(OAuthError::from(e)))?
         .filter(|(s, _)| {

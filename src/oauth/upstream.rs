@@ -9,6 +9,7 @@
 //! call instead of leaving the session with a refresh token the provider has already rotated.
 
 use std::time::Duration;
+use tracing::Instrument;
 
 use tokio::time::Instant;
 
@@ -94,7 +95,12 @@ pub(crate) async fn bearer(
     {
         return open(state, &session.session_id, sealed);
     }
-    renew(state, &session.session_id, Need::Fresh).await
+    renew(state, &session.session_id, Need::Fresh)
+        .instrument(crate::telemetry::otel::trace_span!(
+            "oauth upstream renewal",
+            polytomic.oauth.reason = "expiring"
+        ))
+        .await
 }
 
 /// After Polytomic answered 401 to `rejected`: a replacement (renewed once, or already renewed by another
@@ -110,6 +116,10 @@ pub(crate) async fn after_rejection(
         &session.session_id,
         Need::Replacing(&rejected.sealed),
     )
+    .instrument(crate::telemetry::otel::trace_span!(
+        "oauth upstream renewal",
+        polytomic.oauth.reason = "rejected"
+    ))
     .await
 }
 
@@ -237,11 +247,11 @@ async fn renew_under_lease(
     need: Need<'_>,
     deadline: Instant,
 ) -> Result<UpstreamBearer, UpstreamAuthError> {
-    let task = tokio::spawn(renew_with_provider(
-        state.clone(),
-        session_id.to_owned(),
-        sealed_refresh,
-    ));
+    let task = tokio::spawn(
+        renew_with_provider(state.clone(), session_id.to_owned(), sealed_refresh).instrument(
+            crate::telemetry::otel::trace_span!("oauth provider refresh"),
+        ),
+    );
     match tokio::time::timeout_at(deadline, task).await {
         Ok(Ok(outcome)) => match outcome {
             Err(UpstreamAuthError::Unavailable) => fallback(state, session_id, row, need),

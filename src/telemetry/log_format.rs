@@ -3,7 +3,10 @@
 //! `execute` call a large share of its CPU (docs/performance.md). Here span fields are kept as
 //! a ready JSON fragment and copied into each line as is. The shape is the same as that formatter's with
 //! `flatten_event(true)`, `with_current_span(true)`, no target:
-//! `{"timestamp":…,"level":…,"message":…,<fields>,"span":{<span fields>,"name":…}}`.
+//! `{"timestamp":…,"level":…,"message":…,<fields>,"span":{<span fields>,"name":…}}`. While traces are exported
+//! (`otel`), each line inside a span also carries `"trace_id"` and `"span_id"` before `"span"`, so a line can be
+//! found from its trace and the other way round. Fields with a dot in their name (`http.request.method`,
+//! `otel.name`) are span attributes for the trace only and stay out of the line.
 
 use std::fmt;
 
@@ -41,6 +44,12 @@ where
         let mut fields = FieldWriter::new(&mut writer, false);
         event.record(&mut fields);
         fields.result?;
+        if let Some((trace_id, span_id)) = super::otel::current_ids() {
+            write!(
+                writer,
+                ",\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\""
+            )?;
+        }
         if let Some(span) = ctx.lookup_current() {
             writer.write_str(",\"span\":{")?;
             let extensions = span.extensions();
@@ -109,13 +118,13 @@ impl<'a, W: fmt::Write> FieldWriter<'a, W> {
     }
 
     fn raw(&mut self, field: &Field, value: fmt::Arguments<'_>) {
-        if self.result.is_ok() {
+        if self.result.is_ok() && !is_trace_attribute(field) {
             self.result = self.key(field).and_then(|()| self.out.write_fmt(value));
         }
     }
 
     fn string(&mut self, field: &Field, value: &str) {
-        if self.result.is_ok() {
+        if self.result.is_ok() && !is_trace_attribute(field) {
             self.result = self
                 .key(field)
                 .and_then(|()| write_json_str(self.out, value));
@@ -125,6 +134,9 @@ impl<'a, W: fmt::Write> FieldWriter<'a, W> {
 
 impl<W: fmt::Write> Visit for FieldWriter<'_, W> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if is_trace_attribute(field) {
+            return;
+        }
         // `message` and `%`/`?` fields arrive here; most are short, so one small String is fine.
         let text = format!("{value:?}");
         self.string(field, &text);
@@ -153,6 +165,11 @@ impl<W: fmt::Write> Visit for FieldWriter<'_, W> {
             self.raw(field, format_args!("null"));
         }
     }
+}
+
+/// A dotted field name is an OpenTelemetry attribute (`url.path`, `otel.name`): for the trace, not the log.
+pub(super) fn is_trace_attribute(field: &Field) -> bool {
+    field.name().contains('.')
 }
 
 /// A JSON string literal: quotes, backslashes and control characters escaped.
@@ -216,7 +233,14 @@ mod tests {
             .with_writer(move || sink.clone())
             .finish();
         tracing::subscriber::with_default(subscriber, || {
-            let span = tracing::info_span!("request", path = "/mcp", request_id = "r-1");
+            let span = tracing::info_span!(
+                "request",
+                path = "/mcp",
+                request_id = "r-1",
+                url.path = "/mcp",
+                otel.name = tracing::field::Empty
+            );
+            span.record("otel.name", "POST /mcp");
             let _entered = span.enter();
             tracing::info!(principal = %"key_ab\"c", status = 200u64, ratio = 0.5, ok = true, "execute");
         });

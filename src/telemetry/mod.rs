@@ -1,6 +1,8 @@
-//! Logs (tracing: text locally, JSON in production; caller text escaped in both) and Prometheus metrics.
+//! Logs (tracing: text locally, JSON in production; caller text escaped in both), Prometheus metrics, and
+//! OpenTelemetry traces when an OTLP endpoint is configured (`otel`).
 
 mod log_format;
+pub mod otel;
 mod text_format;
 
 use std::io::Write;
@@ -18,13 +20,22 @@ use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber. `RUST_LOG` overrides the default level.
-pub fn init_tracing(format: LogFormat) {
+/// Installs the global subscriber. `RUST_LOG` overrides the default level. With `traces`, spans of this crate
+/// also go to OpenTelemetry, whatever the log level (the logs' filter applies to the log lines only).
+pub fn init_tracing(format: LogFormat, traces: Option<&otel::Traces>) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,rmcp=warn"));
     // Colours only for a person at a terminal: piped into a file or a collector they are noise.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stdout())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    if let Some(traces) = traces {
+        return init_with_traces(format, traces, filter, colour);
+    }
+    // Without traces, global filters: a span or event below the level, and every trace-only span, costs a
+    // cached check at its call site only.
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let hidden = not_trace_only(&filter);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -35,8 +46,65 @@ pub fn init_tracing(format: LogFormat) {
         LogFormat::Json => builder
             .fmt_fields(log_format::JsonFragment)
             .event_format(log_format::JsonLine)
+            .finish()
+            .with(hidden)
             .try_init(),
-        LogFormat::Text => builder.fmt_fields(text_format::TextFields).try_init(),
+        LogFormat::Text => builder
+            .fmt_fields(text_format::TextFields)
+            .finish()
+            .with(hidden)
+            .try_init(),
+    };
+}
+
+/// Everything but the spans that exist for traces only ([`otel::TRACE_TARGET`]): log lines keep the request span
+/// as their `span`, whatever the level.
+/// Its default level is the log filter's most verbose one, so adding it never raises the global level check.
+fn not_trace_only(filter: &EnvFilter) -> tracing_subscriber::filter::Targets {
+    let level = filter
+        .max_level_hint()
+        .unwrap_or(tracing::level_filters::LevelFilter::TRACE);
+    tracing_subscriber::filter::Targets::new()
+        .with_default(level)
+        .with_target(otel::TRACE_TARGET, tracing::level_filters::LevelFilter::OFF)
+}
+
+/// The log layer under its own filter beside the OpenTelemetry layer, which takes this crate's spans at every
+/// level (those under [`otel::TRACE_TARGET`] exist for traces only: the MCP request, queue wait, authentication,
+/// store calls, upstream attempts) and no events (log lines are not copied into traces).
+fn init_with_traces(format: LogFormat, traces: &otel::Traces, filter: EnvFilter, colour: bool) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::FilterExt as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let spans = tracing_opentelemetry::layer()
+        .with_tracer(traces.tracer())
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
+        .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
+            metadata.is_span() && metadata.target().starts_with("polytomic_mcp")
+        }));
+    let logs = tracing_subscriber::fmt::layer()
+        .with_target(false)
+        .with_ansi(colour)
+        .with_writer(LogSink::install());
+    let hidden = not_trace_only(&filter);
+    let registry = tracing_subscriber::registry().with(spans);
+    let _ = match format {
+        LogFormat::Json => registry
+            .with(
+                logs.fmt_fields(log_format::JsonFragment)
+                    .event_format(log_format::JsonLine)
+                    .with_filter(filter.and(hidden)),
+            )
+            .try_init(),
+        LogFormat::Text => registry
+            .with(
+                logs.fmt_fields(text_format::TextFields)
+                    .with_filter(filter.and(hidden)),
+            )
+            .try_init(),
     };
 }
 

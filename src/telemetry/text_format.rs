@@ -51,7 +51,8 @@ impl<W: fmt::Write> fmt::Write for Visible<'_, W> {
 
 impl<W: fmt::Write> TextVisitor<'_, W> {
     fn field(&mut self, field: &Field, value: fmt::Arguments<'_>) {
-        if self.result.is_ok() {
+        // Dotted names are OpenTelemetry attributes, for the trace only.
+        if self.result.is_ok() && !super::log_format::is_trace_attribute(field) {
             self.result = self.write_field(field, value);
         }
     }

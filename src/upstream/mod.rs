@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use tracing::Instrument;
+use tracing::field::Empty;
 
 pub use plan::{PlanError, PlannedRequest, plan};
 pub use shape::{ShapeOptions, Shaped, shape_body};
@@ -16,6 +18,7 @@ pub use shape::{ShapeOptions, Shaped, shape_body};
 use crate::config::UpstreamSettings;
 use crate::core::{CappedReadError, read_capped};
 use crate::secret::Secret;
+use crate::telemetry::otel;
 
 /// Retries after the first attempt for retryable statuses and connection failures.
 const MAX_RETRIES: u32 = 2;
@@ -142,7 +145,12 @@ impl Upstream {
             if remaining.is_zero() {
                 return Err(UpstreamError::Timeout(self.total_timeout));
             }
-            let outcome = tokio::time::timeout(remaining, self.attempt(request, bearer)).await;
+            let span = attempt_span(request, attempt);
+            let outcome = tokio::time::timeout(remaining, self.attempt(request, bearer))
+                .instrument(span.clone())
+                .await;
+            record_outcome(&span, &outcome);
+            drop(span);
             let retry_allowed = request.retryable() && attempt <= MAX_RETRIES;
             match outcome {
                 Err(_) => return Err(UpstreamError::Timeout(self.total_timeout)),
@@ -184,21 +192,36 @@ impl Upstream {
             return KeyCheck::Rejected;
         };
         let url = format!("{}/api/me", self.base_url.as_str().trim_end_matches('/'));
+        let span = otel::trace_span!(
+            "GET /api/me",
+            otel.kind = "client",
+            http.request.method = "GET",
+            url.template = "/api/me",
+            http.response.status_code = Empty,
+        );
+        let mut trace = HeaderMap::new();
+        span.in_scope(|| otel::inject_current(&mut trace));
         let sent = self
             .client
             .get(url)
+            .headers(trace)
             .header(header::AUTHORIZATION, authorization)
             .header("X-Polytomic-Version", &self.api_version)
             .header(header::ACCEPT, "application/json")
             .header(header::USER_AGENT, KEY_CHECK_USER_AGENT)
             .timeout(KEY_CHECK_TIMEOUT.min(self.total_timeout))
             .send()
+            .instrument(span.clone())
             .await;
         let response = match sent {
             Ok(response) => response,
-            Err(error) => return KeyCheck::Unknown(describe_reqwest(&error)),
+            Err(error) => {
+                otel::failed(&span, "connect");
+                return KeyCheck::Unknown(describe_reqwest(&error));
+            }
         };
         let status = response.status();
+        span.record("http.response.status_code", status.as_u16());
         if status == StatusCode::UNAUTHORIZED {
             return KeyCheck::Rejected;
         }
@@ -230,6 +253,11 @@ impl Upstream {
         if let Some(key) = &request.idempotency_key {
             builder = builder.header("Idempotency-Key", key);
         }
+        if otel::enabled() {
+            let mut trace = HeaderMap::new();
+            otel::inject_current(&mut trace);
+            builder = builder.headers(trace);
+        }
         if let Some(body) = &request.body {
             builder = builder
                 .header(header::CONTENT_TYPE, "application/json")
@@ -248,6 +276,57 @@ impl Upstream {
                 CappedReadError::Read(e) => AttemptError::Connect(describe_reqwest(&e)),
             })?;
         Ok((status, headers, Bytes::from(body)))
+    }
+}
+
+/// The trace span of one attempt: `METHOD /template` (never the filled-in path or the query), the retry number,
+/// and after it the status and any `Retry-After`.
+fn attempt_span(request: &PlannedRequest, attempt: u32) -> tracing::Span {
+    let span = otel::trace_span!(
+        "upstream attempt",
+        otel.kind = "client",
+        http.request.method = request.method.as_str(),
+        url.template = request.path_template.as_str(),
+        http.request.resend_count = Empty,
+        http.response.status_code = Empty,
+        "http.response.header.retry-after" = Empty,
+    );
+    if !span.is_disabled() {
+        span.record(
+            "otel.name",
+            format!("{} {}", request.method, request.path_template),
+        );
+        if attempt > 1 {
+            span.record("http.request.resend_count", attempt - 1);
+        }
+    }
+    span
+}
+
+type AttemptOutcome =
+    Result<Result<(StatusCode, HeaderMap, Bytes), AttemptError>, tokio::time::error::Elapsed>;
+
+fn record_outcome(span: &tracing::Span, outcome: &AttemptOutcome) {
+    if span.is_disabled() {
+        return;
+    }
+    match outcome {
+        Err(_) => otel::failed(span, "timeout"),
+        Ok(Err(AttemptError::Connect(_))) => otel::failed(span, "connect"),
+        Ok(Err(AttemptError::TooLarge)) => otel::failed(span, "response_too_large"),
+        Ok(Ok((status, headers, _))) => {
+            span.record("http.response.status_code", status.as_u16());
+            if let Some(wait) = headers
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+            {
+                span.record("http.response.header.retry-after", wait);
+            }
+            if status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS {
+                span.record("otel.status_code", "error");
+                span.record("error.type", status.as_str());
+            }
+        }
     }
 }
 

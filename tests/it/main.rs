@@ -17,3 +17,4 @@ mod search_quality;
 mod server;
 mod store;
 mod stranger;
+mod traces;
