@@ -499,6 +499,18 @@ impl TestApp {
         dir: Option<tempfile::TempDir>,
         extra: &[&str],
     ) -> Self {
+        Self::spawn_trusting(upstream, database_url, dir, extra, None).await
+    }
+
+    /// [`Self::spawn_on`]; with `metadata_root` (a DER certificate), through the test-only entry point that
+    /// lets client metadata documents come from a loopback https fixture whose certificate that root issued.
+    pub async fn spawn_trusting(
+        upstream: MockUpstream,
+        database_url: String,
+        dir: Option<tempfile::TempDir>,
+        extra: &[&str],
+        metadata_root: Option<Vec<u8>>,
+    ) -> Self {
         let upstream_url = upstream.url();
         let mut args = vec![
             "polytomic-mcp",
@@ -515,8 +527,16 @@ impl TestApp {
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
-        let handle =
-            tokio::spawn(async move { polytomic_mcp::run(config, listener, token).await.unwrap() });
+        let handle = tokio::spawn(async move {
+            match metadata_root {
+                None => polytomic_mcp::run(config, listener, token).await.unwrap(),
+                Some(root) => polytomic_mcp::testing::run_with_loopback_metadata_documents(
+                    config, listener, token, &root,
+                )
+                .await
+                .unwrap(),
+            }
+        });
         // Wait until it answers.
         let http = reqwest::Client::new();
         for _ in 0..200 {
