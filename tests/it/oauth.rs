@@ -2148,23 +2148,27 @@ async fn a_generated_signing_key_is_stored_only_wrapped_under_the_client_secret(
 
 #[tokio::test]
 async fn registration_floods_from_one_address_get_429() {
-    let oauth = spawn(&["--ip-rate-limit-per-minute", "2"]).await;
-    let url = format!("http://{}/register", oauth.app.addr);
-    let body = json!({"redirect_uris": ["http://127.0.0.1/callback"], "token_endpoint_auth_method": "none", "client_name": "flood"});
-    let mut statuses = Vec::new();
-    for _ in 0..3 {
-        statuses.push(
-            oauth
-                .http
-                .post(&url)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16(),
-        );
-    }
+    let statuses = common::in_one_minute_window(|| async {
+        let oauth = spawn(&["--ip-rate-limit-per-minute", "2"]).await;
+        let url = format!("http://{}/register", oauth.app.addr);
+        let body = json!({"redirect_uris": ["http://127.0.0.1/callback"], "token_endpoint_auth_method": "none", "client_name": "flood"});
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            statuses.push(
+                oauth
+                    .http
+                    .post(&url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16(),
+            );
+        }
+        statuses
+    })
+    .await;
     assert_eq!(statuses, [201, 201, 429]);
 }
 
@@ -2188,17 +2192,21 @@ async fn register_from(client: &reqwest::Client, app: &OAuthApp, name: &str) -> 
 
 #[tokio::test]
 async fn a_registration_flood_from_one_address_is_capped_and_another_address_still_registers() {
-    let app = spawn(&["--oauth-registrations-per-minute", "3"]).await;
-    let flooder = from_address("127.0.0.2");
-    let mut statuses = Vec::new();
-    let mut refusal = None;
-    for n in 0..6 {
-        let response = register_from(&flooder, &app, &format!("flood {n}")).await;
-        statuses.push(response.status().as_u16());
-        if response.status() == 429 {
-            refusal = Some(response);
+    let (app, statuses, refusal) = common::in_one_minute_window(|| async {
+        let app = spawn(&["--oauth-registrations-per-minute", "3"]).await;
+        let flooder = from_address("127.0.0.2");
+        let mut statuses = Vec::new();
+        let mut refusal = None;
+        for n in 0..6 {
+            let response = register_from(&flooder, &app, &format!("flood {n}")).await;
+            statuses.push(response.status().as_u16());
+            if response.status() == 429 {
+                refusal = Some(response);
+            }
         }
-    }
+        (app, statuses, refusal)
+    })
+    .await;
     assert_eq!(statuses, [201, 201, 201, 429, 429, 429]);
     let refusal = refusal.unwrap();
     let retry_after: u64 = refusal.headers()["retry-after"]
