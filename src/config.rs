@@ -293,14 +293,6 @@ pub struct OAuthSettings {
     /// Registered clients kept that have not been used for a sign-in yet; at the cap the oldest of them make room.
     #[arg(long, env = "POLYTOMIC_MCP_OAUTH_MAX_UNUSED_CLIENTS", default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub oauth_max_unused_clients: u32,
-
-    /// Development and tests only: accept `http://` loopback URLs as OAuth client metadata documents.
-    #[arg(
-        long,
-        env = "POLYTOMIC_MCP_OAUTH_CIMD_ALLOW_HTTP_LOOPBACK",
-        hide = true
-    )]
-    pub oauth_cimd_allow_http_loopback: bool,
 }
 
 /// Where agents' feedback goes and how much one credential may send.

@@ -25,6 +25,10 @@ pub mod secret;
 pub(crate) mod state;
 pub mod store;
 pub mod telemetry;
+// Test-only entry points, compiled only with the `test-hooks` feature (see the module).
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub mod testing;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -84,7 +88,11 @@ struct Services {
 }
 
 /// Builds the infrastructure (HTTP client, index, store) and the features on top of it.
-async fn build(config: Config, bound_port: u16) -> Result<Services, StartError> {
+async fn build(
+    config: Config,
+    bound_port: u16,
+    cimd: &oauth::clients::MetadataFetch,
+) -> Result<Services, StartError> {
     install_crypto_provider();
     config.validate().map_err(StartError::Config)?;
     let public_url = config
@@ -98,7 +106,8 @@ async fn build(config: Config, bound_port: u16) -> Result<Services, StartError> 
     let source = IndexSource::from_setting(config.upstream.openapi.as_deref());
     let index = load_index(&source, upstream.http()).await?;
     let store = Store::connect_with_retry(&config.store.database_url, config.store.wait()).await?;
-    let oauth = OAuth::from_config(&config, &public_url, &store, upstream.http().clone()).await?;
+    let oauth =
+        OAuth::from_config(&config, &public_url, &store, upstream.http().clone(), cimd).await?;
     let allowed_hosts = auth::allowed_hosts(&public_url);
     let allowed_origins = auth::allowed_origins(&public_url, &config.http.allowed_origins);
     let mcp_url = format!("{}/mcp", public_url.as_str().trim_end_matches('/'));
@@ -150,8 +159,24 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
+    serve(
+        config,
+        listener,
+        shutdown,
+        &oauth::clients::MetadataFetch::default(),
+    )
+    .await
+}
+
+/// [`run`] with a choice of how client metadata documents are fetched (only `testing` passes another).
+async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    cimd: &oauth::clients::MetadataFetch,
+) -> Result<(), StartError> {
     let address = listener.local_addr()?;
-    let services = build(config, address.port()).await?;
+    let services = build(config, address.port(), cimd).await?;
     let state = services.app.clone();
     spawn_background(&services, &shutdown);
     // rmcp gets its own token, cancelled only after in-flight requests have drained.

@@ -230,5 +230,7 @@ async fn wait_for_signal(shutdown: CancellationToken) {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
     tracing::info!("shutting down: draining in-flight requests");
+    // Supervisors and tests wait for this line.
+    polytomic_mcp::telemetry::flush_logs();
     shutdown.cancel();
 }

@@ -30,6 +30,7 @@ use crate::error::ApiError;
 use crate::mcp::{McpState, PolytomicMcp};
 use crate::oauth::OAuthState;
 use crate::state::AppState;
+use crate::telemetry::GaugeHeld;
 use crate::upstream::KeyCheck;
 
 pub(crate) type RmcpService = StreamableHttpService<PolytomicMcp, NeverSessionManager>;
@@ -228,17 +229,22 @@ async fn admit_address(front: &McpFront, address: &str) -> Result<AddressSlot, A
 }
 
 /// A slot among the requests served at once: at once when one is free, otherwise after waiting up to the
-/// configured queue time for one (a burst queues briefly instead of failing); `None` past that.
-async fn admit(front: &McpFront) -> Option<OwnedSemaphorePermit> {
+/// configured queue time for one (a burst queues briefly instead of failing); `None` past that. Both the wait
+/// and the slot are counted in gauges (`requests_queued`, `requests_in_flight`).
+async fn admit(front: &McpFront) -> Option<(OwnedSemaphorePermit, GaugeHeld)> {
+    let metrics = &front.state.metrics;
     if let Ok(permit) = front.in_flight.clone().try_acquire_owned() {
-        return Some(permit);
+        return Some((permit, GaugeHeld::new(&metrics.requests_in_flight)));
     }
     let wait = front.state.config.limits.queue_wait();
     if wait.is_zero() {
         return None;
     }
-    tokio::time::timeout(wait, front.in_flight.clone().acquire_owned())
+    let queued = GaugeHeld::new(&metrics.requests_queued);
+    let permit = tokio::time::timeout(wait, front.in_flight.clone().acquire_owned())
         .await
         .ok()?
-        .ok()
+        .ok()?;
+    drop(queued);
+    Some((permit, GaugeHeld::new(&metrics.requests_in_flight)))
 }

@@ -140,8 +140,7 @@ pub async fn resolve(oauth: &OAuth, store: &Store, client_id: &str) -> Result<Cl
     if client_id.is_empty() || client_id.len() > MAX_URI_LEN {
         return Err(ClientError::Unknown);
     }
-    let is_url = client_id.starts_with("https://")
-        || (oauth.cimd_allow_http_loopback && client_id.starts_with("http://"));
+    let is_url = client_id.starts_with("https://");
     let cached = store.get_client(client_id).await?;
     if !is_url {
         return match cached {
@@ -615,15 +614,36 @@ pub async fn delete_registration(
 
 /// The client used only for metadata documents: no redirects, tight timeouts, and a resolver that refuses
 /// private addresses, so a `client_id` cannot make the server probe its own network.
-pub fn metadata_document_client(allow_loopback: bool) -> Result<reqwest::Client, OAuthError> {
-    reqwest::Client::builder()
+pub fn metadata_document_client(fetch: &MetadataFetch) -> Result<reqwest::Client, OAuthError> {
+    let allow_loopback = fetch.loopback_fixture_root.is_some();
+    let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(METADATA_CONNECT_TIMEOUT)
         .timeout(METADATA_FETCH_TIMEOUT)
         .dns_resolver(Arc::new(PublicOnlyResolver { allow_loopback }))
-        .user_agent(concat!("polytomic-mcp/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!("polytomic-mcp/", env!("CARGO_PKG_VERSION")));
+    if let Some(root) = &fetch.loopback_fixture_root {
+        builder = builder.add_root_certificate(root.clone());
+    }
+    builder
         .build()
         .map_err(|e| OAuthError::Internal(format!("metadata document client: {e}")))
+}
+
+/// How client metadata documents are fetched. The only value production builds is the default: https to
+/// public addresses, checked against the system's roots. The test fixture (`polytomic_mcp::testing`, behind the
+/// `test-hooks` feature that only the crate's own dev-dependency turns on) serves documents over https on
+/// loopback with its own certificate; only then are loopback addresses reachable and that root trusted.
+#[derive(Default, Clone)]
+pub struct MetadataFetch {
+    pub(crate) loopback_fixture_root: Option<reqwest::Certificate>,
+}
+
+impl MetadataFetch {
+    /// Whether the loopback test fixture is in use (loopback addresses pass the address rule).
+    pub(crate) fn allows_loopback(&self) -> bool {
+        self.loopback_fixture_root.is_some()
+    }
 }
 
 struct PublicOnlyResolver {
@@ -648,7 +668,7 @@ impl reqwest::dns::Resolve for PublicOnlyResolver {
     }
 }
 
-/// Globally routable unicast only (plus loopback in tests). IPv6 is allowed only inside global unicast
+/// Globally routable unicast only (plus loopback for the test fixture, see [`MetadataFetch`]). IPv6 is allowed only inside global unicast
 /// (2000::/3) minus its special-purpose blocks; the forms that carry an IPv4 address (mapped, SIIT, NAT64's
 /// well-known prefix, 6to4) are judged by that IPv4 address, since that is where a connection ends up.
 pub fn address_allowed(ip: IpAddr, allow_loopback: bool) -> bool {
@@ -737,18 +757,15 @@ async fn fetch_metadata_document(
     if url.path() == "/" || url.path().is_empty() {
         return Err(document_error("client_id must have a path"));
     }
-    let host = url.host_str().unwrap_or_default();
-    let loopback = is_loopback_host(host);
-    match url.scheme() {
-        "https" => {}
-        "http" if oauth.cimd_allow_http_loopback && loopback => {}
-        _ => return Err(document_error("client_id must be an https URL")),
+    if url.scheme() != "https" {
+        return Err(document_error("client_id must be an https URL"));
     }
+    let host = url.host_str().unwrap_or_default();
     if let Ok(ip) = host
         .trim_start_matches('[')
         .trim_end_matches(']')
         .parse::<IpAddr>()
-        && !address_allowed(ip, oauth.cimd_allow_http_loopback)
+        && !address_allowed(ip, oauth.cimd_loopback_fixture)
     {
         return Err(document_error("client_id points at a private address"));
     }
@@ -800,9 +817,19 @@ async fn fetch_metadata_document(
     Ok((metadata, ttl_ms))
 }
 
-/// reqwest's error text may repeat the URL; the URL is the client's own, but keep messages short.
+/// reqwest's error text, with its innermost cause (which says why: a refused address, a bad certificate…);
+/// the URL it may repeat is the client's own, but keep messages short.
 fn without_url(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
+    let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(error);
+    let mut innermost = None;
+    while let Some(inner) = cause {
+        innermost = Some(inner);
+        cause = inner.source();
+    }
+    if let Some(inner) = innermost {
+        text = format!("{text}: {inner}");
+    }
     if let Some(url) = error.url() {
         text = text.replace(url.as_str(), "client_id");
     }

@@ -125,8 +125,8 @@ pub struct OAuth {
     pub access_ttl: Duration,
     /// How long a used refresh token may come back as a retry (`POLYTOMIC_MCP_OAUTH_REFRESH_RETRY_SECS`).
     refresh_retry_ms: i64,
-    /// Test and development only: accept `http://` loopback client id URLs for metadata documents.
-    pub cimd_allow_http_loopback: bool,
+    /// Only with the loopback test fixture ([`clients::MetadataFetch`]): metadata documents may be on loopback.
+    cimd_loopback_fixture: bool,
     cimd_http: reqwest::Client,
     last_purge_ms: AtomicI64,
     last_full_registrations_warning_ms: AtomicI64,
@@ -139,6 +139,7 @@ impl OAuth {
         public_url: &url::Url,
         store: &Store,
         http: reqwest::Client,
+        cimd: &clients::MetadataFetch,
     ) -> Result<Option<Self>, OAuthError> {
         if !config.oauth.enabled() {
             return Ok(None);
@@ -153,8 +154,7 @@ impl OAuth {
         .await?;
         let scopes = parse_scopes(config.oauth.oauth_scopes.as_deref());
         let provider = Provider::from_config(config, &issuer, &scopes, http)?;
-        let cimd_http =
-            clients::metadata_document_client(config.oauth.oauth_cimd_allow_http_loopback)?;
+        let cimd_http = clients::metadata_document_client(cimd)?;
         tracing::info!(
             redirect_uri = %provider.redirect_uri,
             upstream_revocation = provider.revokes(),
@@ -170,7 +170,7 @@ impl OAuth {
             provider,
             access_ttl: Duration::from_secs(config.oauth.oauth_access_token_ttl_secs),
             refresh_retry_ms: config.oauth.refresh_retry_ms(),
-            cimd_allow_http_loopback: config.oauth.oauth_cimd_allow_http_loopback,
+            cimd_loopback_fixture: cimd.allows_loopback(),
             cimd_http,
             last_purge_ms: AtomicI64::new(0),
             last_full_registrations_warning_ms: AtomicI64::new(0),

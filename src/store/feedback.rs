@@ -1,6 +1,23 @@
 //! Feedback-specific queries beyond insert/get/list: per-principal counts and the webhook outbox.
 
-use super::{FeedbackRecord, Store, StoreError, insert_feedback_query, with_pool};
+use super::{
+    FeedbackRecord, INSERT_FEEDBACK_WITHIN_LIMIT, Store, StoreError, insert_feedback_query,
+    with_pool,
+};
+
+/// The first key of the PostgreSQL advisory locks that serialize one principal's feedback submissions (the
+/// second is a hash of the principal); the two-key space is apart from the migration lock's one-key space.
+const PG_FEEDBACK_LOCK_CLASS: i32 = 0x6662;
+
+/// What [`Store::insert_feedback_within_limit`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedbackInsert {
+    Stored,
+    /// Nothing stored: the principal already has this many records in the period.
+    OverLimit {
+        count: i64,
+    },
+}
 
 /// A delivery claimed by one worker until `lease_until_ms`.
 #[derive(Debug, Clone)]
@@ -28,6 +45,50 @@ impl Store {
             "SELECT COUNT(*) FROM feedback WHERE principal = $1 AND created_at_ms >= $2";
         let count: i64 = with_pool!(self, pool => sqlx::query_scalar(SQL).bind(principal).bind(since_ms).fetch_one(pool).await?);
         Ok(count)
+    }
+
+    /// Stores the record (and, when `deliver`, its webhook delivery) only if its principal stored fewer than
+    /// `limit` records since `since_ms`, atomically: concurrent submissions, on any replica, never store more
+    /// than `limit`. PostgreSQL serializes a principal's submissions with a transaction-scoped advisory lock;
+    /// SQLite's conditional insert holds the database's write lock while it counts.
+    pub async fn insert_feedback_within_limit(
+        &self,
+        record: &FeedbackRecord,
+        deliver: bool,
+        since_ms: i64,
+        limit: i64,
+    ) -> Result<FeedbackInsert, StoreError> {
+        const DELIVERY: &str = "INSERT INTO feedback_deliveries (feedback_id, attempts, next_attempt_at_ms, last_error, created_at_ms) VALUES ($1, 0, $2, NULL, $2)";
+        const LOCK: &str = "SELECT pg_advisory_xact_lock($1, hashtext($2))";
+        let postgres = matches!(self, Store::Postgres(_));
+        let stored = with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if postgres {
+                sqlx::query(LOCK)
+                    .bind(PG_FEEDBACK_LOCK_CLASS)
+                    .bind(&record.principal)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let inserted = insert_feedback_query!(record, INSERT_FEEDBACK_WITHIN_LIMIT)
+                .bind(since_ms)
+                .bind(limit)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if inserted == 1 && deliver {
+                sqlx::query(DELIVERY).bind(&record.id).bind(record.created_at_ms).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            inserted == 1
+        });
+        if stored {
+            return Ok(FeedbackInsert::Stored);
+        }
+        let count = self
+            .count_feedback_since(&record.principal, since_ms)
+            .await?;
+        Ok(FeedbackInsert::OverLimit { count })
     }
 
     /// Stores the record and, when a webhook is configured, its delivery in one transaction.

@@ -4,7 +4,7 @@
 mod feedback;
 mod migrate;
 
-pub use feedback::{ClaimedDelivery, DeadLetter};
+pub use feedback::{ClaimedDelivery, DeadLetter, FeedbackInsert};
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -90,11 +90,25 @@ pub(crate) const INSERT_FEEDBACK: &str = concat!(
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
 );
 
-/// The insert statement with every column bound, for either backend.
+/// [`INSERT_FEEDBACK`], done only while the record's principal (`$11`) has stored fewer than `$21` records
+/// since `$20`. One statement, so SQLite takes its write lock before counting; on PostgreSQL the caller holds
+/// the principal's advisory lock, since two READ COMMITTED statements could both count below the limit.
+pub(crate) const INSERT_FEEDBACK_WITHIN_LIMIT: &str = concat!(
+    "INSERT INTO feedback (",
+    feedback_columns!(),
+    ") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19 \
+     WHERE (SELECT COUNT(*) FROM feedback WHERE principal = $11 AND created_at_ms >= $20) < $21"
+);
+
+/// The insert statement with every column bound, for either backend (`INSERT_FEEDBACK` unless another
+/// statement with the same first 19 parameters is named).
 macro_rules! insert_feedback_query {
-    ($record:expr) => {{
+    ($record:expr) => {
+        $crate::store::insert_feedback_query!($record, $crate::store::INSERT_FEEDBACK)
+    };
+    ($record:expr, $sql:expr) => {{
         let record: &FeedbackRecord = $record;
-        sqlx::query($crate::store::INSERT_FEEDBACK)
+        sqlx::query($sql)
             .bind(&record.id)
             .bind(record.created_at_ms)
             .bind(&record.category)

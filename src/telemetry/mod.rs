@@ -244,9 +244,30 @@ pub struct Metrics {
     pub load_shed: Counter,
     pub oauth_events: Family<EventLabels, Counter>,
     pub open_connections: Gauge,
+    /// `/mcp` requests holding one of the server-wide slots (`POLYTOMIC_MCP_MAX_CONCURRENT_REQUESTS`) now.
+    pub requests_in_flight: Gauge,
+    /// `/mcp` requests waiting for a slot now (at most `POLYTOMIC_MCP_QUEUE_WAIT_MS` each).
+    pub requests_queued: Gauge,
     pub connections_refused: Counter,
     pub connections_closed: Family<ReasonLabels, Counter>,
     pub key_checks: Family<ReasonLabels, Counter>,
+}
+
+/// Counts one in a gauge while it lives: up on creation, down on drop (also when the future holding it is
+/// dropped mid-wait, as when a client goes away).
+pub struct GaugeHeld(Gauge);
+
+impl GaugeHeld {
+    pub fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for GaugeHeld {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// What happened to an OAuth sign-in (a bounded set of names, see [`Metrics::oauth_event`]).
@@ -288,6 +309,8 @@ impl Metrics {
             oauth_events.clone(),
         );
         let open_connections = Gauge::default();
+        let requests_in_flight = Gauge::default();
+        let requests_queued = Gauge::default();
         let connections_refused = Counter::default();
         let connections_closed = Family::<ReasonLabels, Counter>::default();
         let key_checks = Family::<ReasonLabels, Counter>::default();
@@ -300,6 +323,16 @@ impl Metrics {
             "open_connections",
             "HTTP connections open now",
             open_connections.clone(),
+        );
+        registry.register(
+            "requests_in_flight",
+            "MCP requests holding one of the server-wide concurrency slots now",
+            requests_in_flight.clone(),
+        );
+        registry.register(
+            "requests_queued",
+            "MCP requests waiting for a concurrency slot now",
+            requests_queued.clone(),
         );
         registry.register(
             "connections_refused",
@@ -369,6 +402,8 @@ impl Metrics {
             load_shed,
             oauth_events,
             open_connections,
+            requests_in_flight,
+            requests_queued,
             connections_refused,
             connections_closed,
             key_checks,

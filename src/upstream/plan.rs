@@ -483,3 +483,48 @@ fn check_body(
         .map_err(|e| PlanError::BadBody(format!("the body cannot be encoded: {e}")))?;
     Ok(Some(Bytes::from(bytes)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each refusal names its own reason, so an agent knows what to fix; a check that fell through to a later
+    /// one would refuse with the wrong advice.
+    #[test]
+    fn each_unsafe_path_is_refused_with_its_own_reason() {
+        for (path, reason) in [
+            ("/api/me\r\nX-Injected: 1", "control characters"),
+            ("https://evil.example/api/me", "without scheme or host"),
+            ("/api/x://evil.example", "without scheme or host"),
+            ("//evil.example/api/me", "without scheme or host"),
+            ("/api/me?limit=1", "`query` argument"),
+            ("/api/me#fragment", "`query` argument"),
+            ("/api/sync s", "spaces are not allowed"),
+            ("/v1/me", "must start with /api/"),
+            ("/api//me", "empty path segments"),
+            ("/api/../admin", "`.` and `..` segments"),
+            ("/api/./me", "`.` and `..` segments"),
+            ("/api/%2e", "encoded `/`"),
+            ("/api/%2E%2E", "encoded `/`"),
+            ("/api/a%2Fb", "encoded `/`"),
+            ("/api/a%5Cb", "encoded `/`"),
+            ("/api/%0d%0a", "encoded control characters"),
+            ("/api/%ff", "not valid UTF-8"),
+        ] {
+            match decode_path(path) {
+                Err(PlanError::BadPath(message)) => {
+                    assert!(message.contains(reason), "{path:?}: {message}");
+                }
+                other => panic!("{path:?} was not refused as a bad path: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_safe_path_decodes_each_segment_once() {
+        assert_eq!(
+            decode_path("/api/syncs/a%20b%2525/").unwrap(),
+            ["api", "syncs", "a b%25"]
+        );
+    }
+}

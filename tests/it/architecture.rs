@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// Lowest first.
-const LAYERS: [&str; 17] = [
+const LAYERS: [&str; 18] = [
     "secret",
     "core",
     "error",
@@ -24,6 +24,8 @@ const LAYERS: [&str; 17] = [
     "mcp",
     "http",
     "admin",
+    // Test-only entry points (the `test-hooks` feature), above everything they start.
+    "testing",
 ];
 
 fn source_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -74,7 +74,19 @@ pub struct MockUpstream {
     /// Calls so far to the flaky endpoints, which fail twice before answering.
     pub flaky_calls: Arc<std::sync::atomic::AtomicU32>,
     pub list_faults: Arc<Mutex<ListFaults>>,
+    /// `GET /api/connections/held` answers only once the test hands out a permit ([`Self::release_held`]).
+    pub held: Gate,
     pub addr: Option<SocketAddr>,
+}
+
+/// Permits handed out by the test, none at first.
+#[derive(Clone)]
+pub struct Gate(Arc<tokio::sync::Semaphore>);
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate(Arc::new(tokio::sync::Semaphore::new(0)))
+    }
 }
 
 impl MockUpstream {
@@ -106,6 +118,22 @@ impl MockUpstream {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr.unwrap())
+    }
+
+    /// Lets one request to `/api/connections/held` answer (now, or when it comes).
+    pub fn release_held(&self) {
+        self.held.0.add_permits(1);
+    }
+
+    /// Waits until `count` tool-call requests to `path` have arrived (recorded on arrival, before any answer).
+    pub async fn wait_for_requests(&self, path: &str, count: usize) {
+        wait_until(
+            &format!("{count} request(s) to {path} at the mock upstream"),
+            || async {
+                (self.requests().iter().filter(|r| r.path == path).count() >= count).then_some(())
+            },
+        )
+        .await
     }
 
     pub async fn start() -> Self {
@@ -425,11 +453,87 @@ async fn flaky_post(State(mock): State<MockUpstream>, Path(id): Path<String>) ->
         .into_response()
 }
 
-/// `slowish` answers after 1.5 s; anything else stalls for 30 s.
-async fn stall(Path(id): Path<String>) -> impl IntoResponse {
+/// `held` answers when the test releases it ([`MockUpstream::release_held`]); `slowish` after 1.5 s; anything
+/// else stalls for 30 s.
+async fn stall(State(mock): State<MockUpstream>, Path(id): Path<String>) -> impl IntoResponse {
+    if id == "held" {
+        mock.held.0.acquire().await.unwrap().forget();
+        return axum::Json(json!({"data": {"id": "held"}}));
+    }
     let wait = if id == "slowish" { 1_500 } else { 30_000 };
     tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
     axum::Json(json!({"data": {}}))
+}
+
+/// How long [`wait_until`] waits before it calls the test hung: a guard against hanging, not a deadline any
+/// test relies on (every wait ends as soon as its state is there).
+pub const HANG_GUARD: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Polls `check` every 10 ms until it gives `Some`, and returns that; panics naming `what` after [`HANG_GUARD`].
+pub async fn wait_until<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(started.elapsed() < HANG_GUARD, "hung waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// The value of an unlabelled metric (`name` as exposed, e.g. `polytomic_mcp_requests_in_flight`) at
+/// `http://{addr}/metrics`; `None` when absent.
+pub async fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines().find_map(|line| {
+        let (metric, value) = line.split_once(' ')?;
+        (metric == name).then(|| value.trim().parse().ok())?
+    })
+}
+
+/// The wall-clock minute, as the rate limits number their fixed one-minute windows.
+fn minute_now() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        / 60_000
+}
+
+/// Runs `attempt` (which should start its own server and return what it observed, asserting nothing that a
+/// window change could break) until one run starts and ends within one wall-clock minute, and returns that
+/// run's observations. The rate limits count in fixed minute windows, so a run that straddles a boundary
+/// has its requests split between two windows and proves nothing: it is redone rather than judged.
+pub async fn in_one_minute_window<T, F, Fut>(mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    for _ in 0..3 {
+        let minute = minute_now();
+        let observed = attempt().await;
+        if minute_now() == minute {
+            return observed;
+        }
+    }
+    panic!("three runs in a row straddled a minute boundary")
+}
+
+/// Waits until the metric `name` at `addr` equals `value`.
+pub async fn wait_for_metric(addr: SocketAddr, name: &str, value: f64) {
+    wait_until(&format!("{name} = {value}"), || async {
+        (metric(addr, name).await == Some(value)).then_some(())
+    })
+    .await
 }
 
 async fn rate_limited() -> impl IntoResponse {
@@ -499,6 +603,18 @@ impl TestApp {
         dir: Option<tempfile::TempDir>,
         extra: &[&str],
     ) -> Self {
+        Self::spawn_trusting(upstream, database_url, dir, extra, None).await
+    }
+
+    /// [`Self::spawn_on`]; with `metadata_root` (a DER certificate), through the test-only entry point that
+    /// lets client metadata documents come from a loopback https fixture whose certificate that root issued.
+    pub async fn spawn_trusting(
+        upstream: MockUpstream,
+        database_url: String,
+        dir: Option<tempfile::TempDir>,
+        extra: &[&str],
+        metadata_root: Option<Vec<u8>>,
+    ) -> Self {
         let upstream_url = upstream.url();
         let mut args = vec![
             "polytomic-mcp",
@@ -515,8 +631,16 @@ impl TestApp {
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
-        let handle =
-            tokio::spawn(async move { polytomic_mcp::run(config, listener, token).await.unwrap() });
+        let handle = tokio::spawn(async move {
+            match metadata_root {
+                None => polytomic_mcp::run(config, listener, token).await.unwrap(),
+                Some(root) => polytomic_mcp::testing::run_with_loopback_metadata_documents(
+                    config, listener, token, &root,
+                )
+                .await
+                .unwrap(),
+            }
+        });
         // Wait until it answers.
         let http = reqwest::Client::new();
         for _ in 0..200 {
@@ -631,6 +755,19 @@ pub struct CollectedLog {
 }
 
 impl CollectedLog {
+    /// Waits (without blocking the runtime) until a line satisfies `found`.
+    pub async fn wait_for_line(&self, what: &str, found: impl Fn(&str) -> bool) {
+        wait_until(what, || async {
+            self.lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|line| found(line))
+                .then_some(())
+        })
+        .await
+    }
+
     /// Every line, once the process has closed its stdout (waits up to 10 s for that).
     pub fn all_after_exit(&self) -> Vec<String> {
         let started = std::time::Instant::now();

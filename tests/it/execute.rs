@@ -380,3 +380,35 @@ async fn an_upstream_answer_over_the_size_cap_is_refused_with_advice() {
     .await;
     assert_ne!(result.is_error, Some(true), "{}", text_of(&result));
 }
+
+#[tokio::test]
+async fn a_path_known_under_other_methods_names_them_and_an_unknown_path_says_so() {
+    let app = TestApp::spawn().await;
+    let client = app.client(KEY, &[]).await;
+    let wrong_method = call(
+        &client,
+        "execute",
+        json!({"method": "DELETE", "path": "/api/syncs"}),
+    )
+    .await;
+    assert_eq!(wrong_method.is_error, Some(true));
+    assert!(
+        text_of(&wrong_method)
+            .contains("/api/syncs does not support DELETE; it supports GET, POST"),
+        "{}",
+        text_of(&wrong_method)
+    );
+    let unknown = call(
+        &client,
+        "execute",
+        json!({"method": "GET", "path": "/api/no-such-thing"}),
+    )
+    .await;
+    assert_eq!(unknown.is_error, Some(true));
+    assert!(
+        text_of(&unknown).contains("no Polytomic operation matches /api/no-such-thing"),
+        "{}",
+        text_of(&unknown)
+    );
+    assert!(app.upstream.requests().is_empty(), "nothing was sent");
+}

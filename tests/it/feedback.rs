@@ -7,7 +7,6 @@ use crate::common;
 
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use common::{MockUpstream, TestApp, call, text_of};
 use polytomic_mcp::store::Store;
@@ -270,15 +269,11 @@ async fn the_webhook_gets_each_record_after_retries() {
         .to_owned();
     // Wait for the state, not a time: the worker marks the delivery done after the webhook has answered.
     let store = Store::connect(&app.database_url).await.unwrap();
-    let mut waited = 0;
-    while received.lock().unwrap().is_empty() || store.pending_deliveries().await.unwrap() > 0 {
-        waited += 1;
-        assert!(
-            waited < 1200,
-            "the delivery never completed (a minute of polling)"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_until("the delivery to complete", || async {
+        (!received.lock().unwrap().is_empty() && store.pending_deliveries().await.unwrap() == 0)
+            .then_some(())
+    })
+    .await;
     let got = received.lock().unwrap().clone();
     assert_eq!(got.len(), 1, "delivered once");
     assert_eq!(got[0]["id"], id.as_str());
@@ -312,14 +307,11 @@ async fn a_webhook_that_keeps_failing_leaves_the_record_in_the_dead_letters() {
         .unwrap()
         .to_owned();
     let store = Store::connect(&app.database_url).await.unwrap();
-    let mut dead = Vec::new();
-    for _ in 0..100 {
-        dead = store.dead_letters().await.unwrap();
-        if !dead.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let dead = common::wait_until("a dead letter", || async {
+        let dead = store.dead_letters().await.unwrap();
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].feedback_id, id);
     assert_eq!(dead[0].attempts, 3);
@@ -445,15 +437,10 @@ async fn webhook_deliveries_are_signed_when_a_secret_is_set() {
         json!({"category": "docs", "summary": "signed please"}),
     )
     .await;
-    let mut delivered = None;
-    for _ in 0..100 {
-        if let Some(got) = captured.lock().unwrap().clone() {
-            delivered = Some(got);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let (headers, body) = delivered.expect("delivered");
+    let (headers, body) = common::wait_until("the signed delivery", || async {
+        captured.lock().unwrap().clone()
+    })
+    .await;
     let timestamp: i64 = headers["x-polytomic-mcp-timestamp"]
         .to_str()
         .unwrap()

@@ -4,9 +4,10 @@
 //! can be revoked at the provider), the server's discovery, registration, consent, callback, token and
 //! revocation endpoints, and MCP calls with the issued token through the rmcp client.
 //!
-//! Client ID Metadata Documents are served from a loopback listener in this file; the server accepts an
-//! `http://127.0.0.1` client id only with the hidden `--oauth-cimd-allow-http-loopback` flag, which these
-//! tests set (production accepts https client ids only).
+//! Client ID Metadata Documents are served over https from a loopback listener in this file, with a
+//! certificate from a CA made per test. The server fetches them only when started through the test-only entry
+//! point `polytomic_mcp::testing` (the `test-hooks` feature, on only for this crate's own tests), which trusts
+//! that CA and lets loopback through the address rule; the production `run` refuses them before any fetch.
 //!
 //! The two-replica test needs PostgreSQL (`POLYTOMIC_MCP_TEST_POSTGRES_URL`; ignored unless run with `--ignored`,
 //! as `.ci/run` does): it creates a fresh database, puts
@@ -1141,67 +1142,172 @@ async fn the_consent_page_shows_bidi_and_control_characters_of_a_client_name_as_
 
 // ---------------------------------------------------------------- client ID metadata documents
 
-/// Serves `documents` (path → JSON) on a loopback port.
-async fn serve_documents(documents: Vec<(&'static str, Value)>) -> String {
-    let mut router = Router::new();
-    for (path, body) in documents {
-        router = router.route(
-            path,
-            get(move || {
-                let body = body.clone();
-                async move { axum::Json(body) }
-            }),
-        );
-    }
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    format!("http://{addr}")
+/// Client metadata documents served over https on loopback, with a certificate for `127.0.0.1` and
+/// `localhost` issued by a CA made for this fixture alone. `root_der` is that CA: the server under test
+/// trusts it only when started through the test-only entry point (`spawn_trusting_documents`). Every fetch
+/// is recorded, so a refusal can be shown to have happened before any request was made.
+struct DocumentServer {
+    addr: SocketAddr,
+    root_der: Vec<u8>,
+    fetched: Arc<Mutex<Vec<String>>>,
 }
 
-#[tokio::test]
-async fn client_id_metadata_document_is_fetched_checked_and_used() {
-    let app = spawn(&["--oauth-cimd-allow-http-loopback"]).await;
-    let server = app.server();
-    // The listener's address is only known once bound, so documents name a placeholder host first.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let good_id = format!("{base}/oauth/client.json");
-    let good = json!({
-        "client_id": good_id,
+/// A document as a function of the fixture's base URL (`https://127.0.0.1:{port}`), since it names its own URL.
+type Document = fn(&str) -> Value;
+
+impl DocumentServer {
+    /// Serves `documents` (path → document).
+    async fn start(documents: Vec<(&'static str, Document)>) -> Self {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .unwrap()
+                .signed_by(&leaf_key, &ca)
+                .unwrap();
+        let tls = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            tokio_rustls::rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der())
+                .unwrap(),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let fetched = Arc::new(Mutex::new(Vec::new()));
+        let base = format!("https://{addr}");
+        let mut router = Router::new();
+        for (path, document) in documents {
+            let (body, fetched) = (document(&base), fetched.clone());
+            router = router.route(
+                path,
+                get(move || {
+                    fetched.lock().unwrap().push(path.to_owned());
+                    let body = body.clone();
+                    async move { axum::Json(body) }
+                }),
+            );
+        }
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, router) = (acceptor.clone(), router.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(move |request| {
+                        tower::ServiceExt::oneshot(router.clone(), request)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        DocumentServer {
+            addr,
+            root_der: ca.der().to_vec(),
+            fetched,
+        }
+    }
+
+    fn url(&self, host: &str, path: &str) -> String {
+        format!("https://{host}:{}{path}", self.addr.port())
+    }
+
+    fn fetched(&self) -> Vec<String> {
+        self.fetched.lock().unwrap().clone()
+    }
+}
+
+/// A metadata document that is valid in every respect for the URL it is served at.
+fn valid_document(base: &str) -> Value {
+    document_named(&format!("{base}/oauth/client.json"))
+}
+
+/// The same, served at `/oauth/local.json` and named by `localhost` rather than the address.
+fn valid_localhost_document(base: &str) -> Value {
+    document_named(&format!(
+        "{}/oauth/local.json",
+        base.replace("127.0.0.1", "localhost")
+    ))
+}
+
+fn document_named(client_id: &str) -> Value {
+    json!({
+        "client_id": client_id,
         "client_name": "Claude Code",
         "redirect_uris": [LOOPBACK_REDIRECT],
         "token_endpoint_auth_method": "none",
         "grant_types": ["authorization_code", "refresh_token"],
         "response_types": ["code"]
-    });
-    let mismatched = json!({
-        "client_id": "https://claude.ai/oauth/claude-code-client-metadata",
-        "redirect_uris": [LOOPBACK_REDIRECT]
-    });
-    let router = Router::new()
-        .route(
-            "/oauth/client.json",
-            get(move || {
-                let good = good.clone();
-                async move { axum::Json(good) }
-            }),
-        )
-        .route(
-            "/oauth/other.json",
-            get(move || {
-                let m = mismatched.clone();
-                async move { axum::Json(m) }
-            }),
-        );
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    })
+}
+
+/// The OAuth server, started through the test-only entry point that trusts `documents`' CA and lets the
+/// metadata fetch reach loopback.
+async fn spawn_trusting_documents(documents: &DocumentServer) -> OAuthApp {
+    let (provider, mock) = Provider::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite://{}/oauth.db", dir.path().display());
+    let mut flags = oauth_flags(&mock);
+    flags.push("--signing-key".into());
+    flags.push(SIGNING_KEY.into());
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let app = TestApp::spawn_trusting(
+        mock,
+        database_url,
+        Some(dir),
+        &flags,
+        Some(documents.root_der.clone()),
+    )
+    .await;
+    OAuthApp {
+        app,
+        provider,
+        http: no_redirects(),
+    }
+}
+
+#[tokio::test]
+async fn client_id_metadata_document_is_fetched_over_https_checked_and_used() {
+    let documents = DocumentServer::start(vec![
+        ("/oauth/client.json", valid_document),
+        ("/oauth/other.json", |_| {
+            json!({
+                "client_id": "https://claude.ai/oauth/claude-code-client-metadata",
+                "redirect_uris": [LOOPBACK_REDIRECT]
+            })
+        }),
+    ])
+    .await;
+    let app = spawn_trusting_documents(&documents).await;
+    let server = app.server();
+    let good_id = documents.url("127.0.0.1", "/oauth/client.json");
 
     let flow = Flow::new(&good_id, "http://127.0.0.1:40001/callback");
     let (request_id, csrf, cookie, html) = server.consent_page(&flow, &app.mcp_url()).await;
-    assert!(html.contains("Claude Code"));
+    assert!(html.contains("Claude Code"), "{html}");
     assert!(
         html.contains(&good_id),
         "the document's URL is shown as the app's identity"
+    );
+    assert_eq!(
+        documents.fetched(),
+        ["/oauth/client.json"],
+        "fetched over https"
     );
     let back = approve_and_sign_in(&server, &server, &request_id, &csrf, &cookie).await;
     let code = query(&back)["code"].clone();
@@ -1219,7 +1325,7 @@ async fn client_id_metadata_document_is_fetched_checked_and_used() {
 
     // A document whose client_id is not its own URL is refused, with an error page and no redirect.
     let bad = Flow::new(
-        &format!("{base}/oauth/other.json"),
+        &documents.url("127.0.0.1", "/oauth/other.json"),
         "http://127.0.0.1:40001/callback",
     );
     let response = server.authorize_with(&bad, &[]).await;
@@ -1233,29 +1339,70 @@ async fn client_id_metadata_document_is_fetched_checked_and_used() {
     assert!(response.headers().get("location").is_none());
 }
 
+/// The production server (plain `run`) with a document that is valid in every respect, served over https on
+/// loopback: only the address rule stands between it and a fetch, so each refusal below is that rule's.
 #[tokio::test]
-async fn http_client_id_urls_are_refused_without_the_development_flag() {
-    let app = spawn(&[]).await;
-    let base = serve_documents(vec![(
-        "/client.json",
-        json!({"client_id": "placeholder", "redirect_uris": [LOOPBACK_REDIRECT]}),
-    )])
+async fn metadata_documents_on_loopback_are_refused_before_any_fetch() {
+    let documents = DocumentServer::start(vec![
+        ("/oauth/client.json", valid_document),
+        ("/oauth/local.json", valid_localhost_document),
+    ])
     .await;
+    let app = spawn(&[]).await;
+    for (client_id, refusal) in [
+        // An address literal is judged before any connection.
+        (
+            documents.url("127.0.0.1", "/oauth/client.json"),
+            "private address",
+        ),
+        // A name is judged by what it resolves to.
+        (
+            documents.url("localhost", "/oauth/local.json"),
+            "resolves to no public address",
+        ),
+    ] {
+        let flow = Flow::new(&client_id, "http://127.0.0.1:40001/callback");
+        let response = app.server().authorize_with(&flow, &[]).await;
+        assert_eq!(response.status(), 400, "{client_id}");
+        assert!(response.headers().get("location").is_none());
+        let body = response.text().await.unwrap();
+        assert!(body.contains(refusal), "{client_id}: {body}");
+    }
+    // A plain-http client id is not taken for a metadata document at all.
     let flow = Flow::new(
-        &format!("{base}/client.json"),
+        &format!(
+            "http://127.0.0.1:{}/oauth/client.json",
+            documents.addr.port()
+        ),
         "http://127.0.0.1:40001/callback",
     );
     let response = app.server().authorize_with(&flow, &[]).await;
     assert_eq!(response.status(), 400);
-    assert!(response.headers().get("location").is_none());
-    // And an https client id pointing at a private address is never fetched.
-    let flow = Flow::new(
-        "https://10.1.2.3/client.json",
-        "http://127.0.0.1:40001/callback",
+    assert!(response.text().await.unwrap().contains("unknown client_id"));
+    assert!(documents.fetched().is_empty(), "{:?}", documents.fetched());
+    // The same documents, from the same server code with the fixture's CA trusted and loopback let through, are
+    // fetched: the refusals above come from the address rule, not from TLS or the documents.
+    let trusting = spawn_trusting_documents(&documents).await;
+    for path in ["/oauth/client.json", "/oauth/local.json"] {
+        let host = if path == "/oauth/local.json" {
+            "localhost"
+        } else {
+            "127.0.0.1"
+        };
+        let flow = Flow::new(
+            &documents.url(host, path),
+            "http://127.0.0.1:40001/callback",
+        );
+        let (_, _, _, html) = trusting
+            .server()
+            .consent_page(&flow, &trusting.mcp_url())
+            .await;
+        assert!(html.contains("Claude Code"), "{html}");
+    }
+    assert_eq!(
+        documents.fetched(),
+        ["/oauth/client.json", "/oauth/local.json"]
     );
-    let response = app.server().authorize_with(&flow, &[]).await;
-    assert_eq!(response.status(), 400);
-    assert!(response.text().await.unwrap().contains("private address"));
 }
 
 // ---------------------------------------------------------------- refusals
@@ -2001,23 +2148,27 @@ async fn a_generated_signing_key_is_stored_only_wrapped_under_the_client_secret(
 
 #[tokio::test]
 async fn registration_floods_from_one_address_get_429() {
-    let oauth = spawn(&["--ip-rate-limit-per-minute", "2"]).await;
-    let url = format!("http://{}/register", oauth.app.addr);
-    let body = json!({"redirect_uris": ["http://127.0.0.1/callback"], "token_endpoint_auth_method": "none", "client_name": "flood"});
-    let mut statuses = Vec::new();
-    for _ in 0..3 {
-        statuses.push(
-            oauth
-                .http
-                .post(&url)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16(),
-        );
-    }
+    let statuses = common::in_one_minute_window(|| async {
+        let oauth = spawn(&["--ip-rate-limit-per-minute", "2"]).await;
+        let url = format!("http://{}/register", oauth.app.addr);
+        let body = json!({"redirect_uris": ["http://127.0.0.1/callback"], "token_endpoint_auth_method": "none", "client_name": "flood"});
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            statuses.push(
+                oauth
+                    .http
+                    .post(&url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16(),
+            );
+        }
+        statuses
+    })
+    .await;
     assert_eq!(statuses, [201, 201, 429]);
 }
 
@@ -2041,17 +2192,21 @@ async fn register_from(client: &reqwest::Client, app: &OAuthApp, name: &str) -> 
 
 #[tokio::test]
 async fn a_registration_flood_from_one_address_is_capped_and_another_address_still_registers() {
-    let app = spawn(&["--oauth-registrations-per-minute", "3"]).await;
-    let flooder = from_address("127.0.0.2");
-    let mut statuses = Vec::new();
-    let mut refusal = None;
-    for n in 0..6 {
-        let response = register_from(&flooder, &app, &format!("flood {n}")).await;
-        statuses.push(response.status().as_u16());
-        if response.status() == 429 {
-            refusal = Some(response);
+    let (app, statuses, refusal) = common::in_one_minute_window(|| async {
+        let app = spawn(&["--oauth-registrations-per-minute", "3"]).await;
+        let flooder = from_address("127.0.0.2");
+        let mut statuses = Vec::new();
+        let mut refusal = None;
+        for n in 0..6 {
+            let response = register_from(&flooder, &app, &format!("flood {n}")).await;
+            statuses.push(response.status().as_u16());
+            if response.status() == 429 {
+                refusal = Some(response);
+            }
         }
-    }
+        (app, statuses, refusal)
+    })
+    .await;
     assert_eq!(statuses, [201, 201, 201, 429, 429, 429]);
     let refusal = refusal.unwrap();
     let retry_after: u64 = refusal.headers()["retry-after"]

@@ -11,6 +11,8 @@ use common::{MockUpstream, TestApp, call, initialize_body, text_of};
 use serde_json::{Value, json};
 
 const KEY: &str = "pk_test_resilience_0123456789";
+/// An upstream path whose answer waits until the test releases it (`MockUpstream::release_held`).
+const HELD: &str = "/api/connections/held";
 
 fn unique_key(tag: &str) -> String {
     format!("pk_{tag}_{}", uuid::Uuid::new_v4().simple())
@@ -222,37 +224,41 @@ mod fuzz {
 
 #[tokio::test]
 async fn a_principal_over_its_limit_gets_a_tool_error_then_429() {
-    let app = TestApp::spawn_with(&["--rate-limit-per-minute", "4"]).await;
-    let key = unique_key("limit");
-    let client = app.client(&key, &[]).await;
-    // initialize and notifications count too; go until the limit shows in a tool result.
-    let mut slowed = None;
-    for _ in 0..6 {
-        let result = call(&client, "search", json!({"query": "syncs"})).await;
-        if result.is_error == Some(true) {
-            slowed = Some(text_of(&result));
-            break;
+    let (app, slowed, last) = common::in_one_minute_window(|| async {
+        let app = TestApp::spawn_with(&["--rate-limit-per-minute", "4"]).await;
+        let key = unique_key("limit");
+        let client = app.client(&key, &[]).await;
+        // initialize and notifications count too; go until the limit shows in a tool result.
+        let mut slowed = None;
+        for _ in 0..6 {
+            let result = call(&client, "search", json!({"query": "syncs"})).await;
+            if result.is_error == Some(true) {
+                slowed = Some(text_of(&result));
+                break;
+            }
         }
-    }
+        // Far over the limit, HTTP itself answers 429 with Retry-After.
+        let mut last = None;
+        for _ in 0..10 {
+            let response = app
+                .post_mcp(
+                    &[("authorization", &format!("Bearer {key}"))],
+                    initialize_body("2025-11-25"),
+                )
+                .await;
+            if response.status() == 429 {
+                last = Some(response);
+                break;
+            }
+        }
+        (app, slowed, last)
+    })
+    .await;
     let text = slowed.expect("a tool error once over the limit");
     assert!(
         text.contains("Slow down") && text.contains("wait"),
         "{text}"
     );
-    // Far over the limit, HTTP itself answers 429 with Retry-After.
-    let mut last = None;
-    for _ in 0..10 {
-        let response = app
-            .post_mcp(
-                &[("authorization", &format!("Bearer {key}"))],
-                initialize_body("2025-11-25"),
-            )
-            .await;
-        if response.status() == 429 {
-            last = Some(response);
-            break;
-        }
-    }
     let response = last.expect("429 far over the limit");
     assert!(
         response.headers()["retry-after"]
@@ -274,12 +280,16 @@ async fn a_principal_over_its_limit_gets_a_tool_error_then_429() {
 
 #[tokio::test]
 async fn one_address_over_its_limit_gets_429_before_authentication() {
-    let app = TestApp::spawn_with(&["--ip-rate-limit-per-minute", "3"]).await;
-    let mut statuses = Vec::new();
-    for _ in 0..5 {
-        let response = app.post_mcp(&[], initialize_body("2025-11-25")).await;
-        statuses.push(response.status().as_u16());
-    }
+    let (app, statuses) = common::in_one_minute_window(|| async {
+        let app = TestApp::spawn_with(&["--ip-rate-limit-per-minute", "3"]).await;
+        let mut statuses = Vec::new();
+        for _ in 0..5 {
+            let response = app.post_mcp(&[], initialize_body("2025-11-25")).await;
+            statuses.push(response.status().as_u16());
+        }
+        (app, statuses)
+    })
+    .await;
     assert_eq!(statuses, [401, 401, 401, 429, 429]);
     // Health checks are not limited.
     assert_eq!(
@@ -293,17 +303,14 @@ async fn one_address_over_its_limit_gets_429_before_authentication() {
 
 #[tokio::test]
 async fn at_the_concurrency_limit_extra_requests_are_shed_with_503() {
-    // The extra request waits 200 ms for a slot; the slow one holds it for 1.5 s.
+    // The extra request waits 200 ms for a slot; the held call keeps the only one until the test lets it go.
     let app =
         TestApp::spawn_with(&["--max-concurrent-requests", "1", "--queue-wait-ms", "200"]).await;
     let url = app.mcp_url();
     let auth = format!("Bearer {KEY}");
-    let slow = tokio::spawn(async move {
-        raw_execute_get(url, "/api/connections/slowish")
-            .await
-            .status()
-    });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let slow = tokio::spawn(async move { raw_execute_get(url, HELD).await.status() });
+    // Once its upstream request has arrived, the held call has the slot.
+    app.upstream.wait_for_requests(HELD, 1).await;
     let shed = app
         .post_mcp(
             &[("authorization", auth.as_str())],
@@ -317,6 +324,7 @@ async fn at_the_concurrency_limit_extra_requests_are_shed_with_503() {
             .and_then(|v| v.to_str().ok()),
         Some("1")
     );
+    app.upstream.release_held();
     assert_eq!(
         slow.await.unwrap(),
         200,
@@ -350,7 +358,7 @@ async fn a_body_that_trickles_in_gets_408_and_frees_its_slot() {
         "--queue-wait-ms",
         "0",
         "--body-read-timeout-ms",
-        "300",
+        "2000",
     ])
     .await;
     let auth = format!("Bearer {KEY}");
@@ -360,23 +368,17 @@ async fn a_body_that_trickles_in_gets_408_and_frees_its_slot() {
         "POST /mcp HTTP/1.1\r\nHost: {}\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: 100\r\n\r\n{{\"jsonrpc\"",
         app.addr
     );
-    slow.write_all(head.as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    // The slow sender holds the only slot meanwhile.
-    let refused = app
-        .post_mcp(
-            &[("authorization", auth.as_str())],
-            initialize_body("2025-11-25"),
-        )
-        .await;
-    assert_eq!(refused.status(), 503);
     let started = Instant::now();
+    slow.write_all(head.as_bytes()).await.unwrap();
+    // The slow sender holds the only slot while its body is awaited: the gauge shows it (the 2 s body
+    // timeout is the window in which the test must see it; a /metrics read takes milliseconds).
+    common::wait_for_metric(app.addr, "polytomic_mcp_requests_in_flight", 1.0).await;
     let mut answer = Vec::new();
     let mut buffer = [0u8; 4096];
     while !String::from_utf8_lossy(&answer).contains("body_timeout") {
-        let read = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buffer))
+        let read = tokio::time::timeout(common::HANG_GUARD, slow.read(&mut buffer))
             .await
-            .expect("an answer within 5 s")
+            .expect("an answer before the hang guard")
             .unwrap();
         assert!(
             read > 0,
@@ -387,9 +389,11 @@ async fn a_body_that_trickles_in_gets_408_and_frees_its_slot() {
     }
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    assert!(answer.contains("300 ms"), "{answer}");
-    assert!(started.elapsed() < Duration::from_secs(2));
-    // The slot is free again.
+    assert!(answer.contains("2000 ms"), "{answer}");
+    // Not before the timeout (a lower bound, which load cannot break).
+    assert!(started.elapsed() >= Duration::from_millis(2000));
+    // The slot is free again: with no queue wait, a request gets it at once or is refused.
+    common::wait_for_metric(app.addr, "polytomic_mcp_requests_in_flight", 0.0).await;
     let served = app
         .post_mcp(
             &[("authorization", auth.as_str())],
@@ -401,31 +405,39 @@ async fn a_body_that_trickles_in_gets_408_and_frees_its_slot() {
 
 #[tokio::test]
 async fn at_the_concurrency_limit_a_request_waits_for_a_slot_within_the_queue_time() {
-    // One slot, held 1.5 s by the slow call; the second call may wait up to 3 s for it.
+    // One slot, held by a call until the test lets it go; the second call may wait up to 60 s for it.
     let app =
-        TestApp::spawn_with(&["--max-concurrent-requests", "1", "--queue-wait-ms", "3000"]).await;
+        TestApp::spawn_with(&["--max-concurrent-requests", "1", "--queue-wait-ms", "60000"]).await;
     let url = app.mcp_url();
     let call = |path: &'static str| {
         let url = url.clone();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let status = raw_execute_get(url, path).await.status();
-            (status, started.elapsed())
-        })
+        tokio::spawn(async move { raw_execute_get(url, path).await.status() })
     };
-    let slow = call("/api/connections/slowish");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let slow = call(HELD);
+    app.upstream.wait_for_requests(HELD, 1).await;
     let queued = call("/api/me");
-    let (slow_status, _) = slow.await.unwrap();
-    let (queued_status, queued_took) = queued.await.unwrap();
-    assert_eq!(slow_status, 200);
+    common::wait_for_metric(app.addr, "polytomic_mcp_requests_queued", 1.0).await;
+    assert!(
+        !app.upstream.requests().iter().any(|r| r.path == "/api/me"),
+        "the queued call waits for the slot before doing anything"
+    );
+    app.upstream.release_held();
+    assert_eq!(slow.await.unwrap(), 200);
     assert_eq!(
-        queued_status, 200,
+        queued.await.unwrap(),
+        200,
         "the queued request is served once the slot frees"
     );
-    assert!(
-        queued_took >= Duration::from_millis(900),
-        "it waited for the slow call to finish first ({queued_took:?})"
+    let order: Vec<String> = app
+        .upstream
+        .requests()
+        .into_iter()
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(order, [HELD, "/api/me"]);
+    assert_eq!(
+        common::metric(app.addr, "polytomic_mcp_load_shed_total").await,
+        Some(0.0)
     );
 }
 
@@ -508,11 +520,13 @@ async fn when_the_database_goes_away_readiness_fails_api_calls_work_and_feedback
     assert_eq!(ready.status(), 200);
 
     proxy.stop.cancel();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let ready = reqwest::get(format!("http://{}/readyz", app.addr))
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 503);
+    let ready = common::wait_until("/readyz to fail", || async {
+        let ready = reqwest::get(format!("http://{}/readyz", app.addr))
+            .await
+            .unwrap();
+        (ready.status() == 503).then_some(ready)
+    })
+    .await;
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["store"], "unreachable");
 
@@ -529,9 +543,12 @@ async fn when_the_database_goes_away_readiness_fails_api_calls_work_and_feedback
         "API-key calls need no store: {}",
         text_of(&result)
     );
+    // The shared rate-limit counter gives up after 250 ms and counts locally; were the call to wait for the
+    // store instead, it would wait out the pool's 5 s acquire timeout. The bound sits between the two, far
+    // enough from the first that load does not reach it.
     assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "a sick database does not slow API calls: {:?}",
+        started.elapsed() < Duration::from_secs(4),
+        "a sick database does not hold API calls up to the store's timeout: {:?}",
         started.elapsed()
     );
     let search = call(&client, "search", json!({"query": "list syncs"})).await;
@@ -562,15 +579,22 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits() {
     ]);
     let url = format!("http://{address}/mcp");
     let in_flight = tokio::spawn(async move {
-        let response = raw_execute_get(url, "/api/connections/slowish").await;
+        let response = raw_execute_get(url, HELD).await;
         (response.status(), response.text().await.unwrap())
     });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    upstream.wait_for_requests(HELD, 1).await;
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+    // The server is draining with the call still held at the upstream; only then does the call go on.
+    log.wait_for_line("the shutdown notice", |line| {
+        line.contains("shutting down: draining in-flight requests")
+    })
+    .await;
+    assert!(!in_flight.is_finished());
+    upstream.release_held();
     let (code, body) = in_flight.await.unwrap();
     assert_eq!(code, 200, "{body}");
     let reply: Value = serde_json::from_str(&body).unwrap();
@@ -584,7 +608,7 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits() {
             break exit;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(10),
+            started.elapsed() < common::HANG_GUARD,
             "did not exit after draining"
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -739,23 +763,53 @@ async fn two_replicas_on_one_postgres_serve_one_client_alternately() {
     assert_ne!(second.is_error, Some(true));
     let store = polytomic_mcp::store::Store::connect(&pg).await.unwrap();
     assert!(store.get_feedback(&id).await.unwrap().is_some());
-    // So far 8 requests this minute across both replicas (each client's initialize and initialized
-    // notification, and four tool calls). With a shared limit of 10 the third further call is refused; with
-    // per-replica counting each replica would still allow several more.
-    let mut allowed = 0;
-    for n in 0..8 {
-        let client = if n % 2 == 0 { &on_a } else { &on_b };
-        let result = call(client, "search", json!({"query": "list syncs"})).await;
-        if result.is_error == Some(true) {
-            assert!(
-                text_of(&result).contains("Slow down"),
-                "{}",
-                text_of(&result)
-            );
-            break;
+    let third = call(
+        &on_a,
+        "submit_mcp_feedback",
+        json!({"category": "other", "summary": "via A again"}),
+    )
+    .await;
+    assert_ne!(third.is_error, Some(true), "{}", text_of(&third));
+    // The fourth in the hour is refused by B, which stored only one of the three itself.
+    let fourth = call(
+        &on_b,
+        "submit_mcp_feedback",
+        json!({"category": "other", "summary": "one too many"}),
+    )
+    .await;
+    assert_eq!(fourth.is_error, Some(true), "{}", text_of(&fourth));
+    assert!(
+        text_of(&fourth).contains("(limit 3)"),
+        "{}",
+        text_of(&fourth)
+    );
+
+    // The shared per-minute limit, with a fresh key per run so each run starts from zero. Ten requests are
+    // allowed this minute across both replicas: each client's initialize and initialized notification (four),
+    // then six calls alternating between the replicas; the seventh is refused. With per-replica counting each
+    // replica would allow five calls of its own, ten in all.
+    let (a_ref, b_ref) = (&a, &b);
+    let allowed = common::in_one_minute_window(|| async move {
+        let key = unique_key("replicas_limit");
+        let on_a = a_ref.client(&key, &[]).await;
+        let on_b = b_ref.client(&key, &[]).await;
+        let mut allowed = 0;
+        for n in 0..10 {
+            let client = if n % 2 == 0 { &on_a } else { &on_b };
+            let result = call(client, "search", json!({"query": "list syncs"})).await;
+            if result.is_error == Some(true) {
+                assert!(
+                    text_of(&result).contains("Slow down"),
+                    "{}",
+                    text_of(&result)
+                );
+                break;
+            }
+            allowed += 1;
         }
-        allowed += 1;
-    }
-    assert_eq!(allowed, 2, "the per-principal limit holds across replicas");
+        allowed
+    })
+    .await;
+    assert_eq!(allowed, 6, "the per-principal limit holds across replicas");
     let _ = (a.stop().await, b.stop().await);
 }

@@ -7,7 +7,7 @@ use polytomic_mcp::store::oauth::{SessionFilter, SessionRow};
 use polytomic_mcp::store::oauth_rotation::{
     ClearedUpstream, NewRefreshToken, PairState, Rotation, RotationRefusal,
 };
-use polytomic_mcp::store::{FeedbackRecord, Store};
+use polytomic_mcp::store::{FeedbackInsert, FeedbackRecord, Store};
 
 fn record(id: &str, category: &str, at: i64) -> FeedbackRecord {
     FeedbackRecord {
@@ -106,6 +106,77 @@ async fn check_feedback_round_trips(store: Store, _url: String, name: &str) {
     // A duplicate id is refused, not overwritten.
     assert!(store.insert_feedback(&a).await.is_err(), "{name}");
     assert!(store.ping().await, "{name}");
+}
+
+on_every_backend!(
+    concurrent_feedback_over_the_limit_stores_exactly_the_limit,
+    check_feedback_limit_is_atomic
+);
+
+/// Twenty submissions of one principal at once, through two connection pools (as two replicas would have),
+/// against a limit of five: exactly five are stored, whatever the interleaving. A count-then-insert would
+/// let several through on PostgreSQL, where each pool runs them on its own connections in parallel.
+async fn check_feedback_limit_is_atomic(store: Store, url: String, name: &str) {
+    const LIMIT: i64 = 5;
+    const SUBMISSIONS: usize = 20;
+    let other_replica = Store::connect(&url).await.unwrap();
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let principal = format!("key_limit_{run}");
+    let now = chrono::Utc::now().timestamp_millis();
+    let since = now - 3_600_000;
+    let attempts = (0..SUBMISSIONS).map(|n| {
+        let mut record = record(&format!("fb_{run}_{n}"), "bug", now);
+        record.principal = principal.clone();
+        let store = if n % 2 == 0 { &store } else { &other_replica };
+        async move {
+            store
+                .insert_feedback_within_limit(&record, n % 3 == 0, since, LIMIT)
+                .await
+                .unwrap()
+        }
+    });
+    let outcomes = futures_util::future::join_all(attempts).await;
+    let stored = outcomes
+        .iter()
+        .filter(|o| **o == FeedbackInsert::Stored)
+        .count();
+    assert_eq!(stored, LIMIT as usize, "{name}: {outcomes:?}");
+    for outcome in &outcomes {
+        if let FeedbackInsert::OverLimit { count } = outcome {
+            assert_eq!(*count, LIMIT, "{name}: the refusal reports the count");
+        }
+    }
+    assert_eq!(
+        store.count_feedback_since(&principal, since).await.unwrap(),
+        LIMIT,
+        "{name}: rows stored"
+    );
+    // Another principal has its own limit, and its records from before the period do not count.
+    let other = format!("key_other_{run}");
+    let mut before = record(&format!("fb_{run}_before"), "bug", since - 1);
+    before.principal = other.clone();
+    store.insert_feedback(&before).await.unwrap();
+    let mut fresh = record(&format!("fb_{run}_fresh"), "bug", now);
+    fresh.principal = other;
+    assert_eq!(
+        store
+            .insert_feedback_within_limit(&fresh, false, since, 1)
+            .await
+            .unwrap(),
+        FeedbackInsert::Stored,
+        "{name}"
+    );
+    let mut second = record(&format!("fb_{run}_second"), "bug", now);
+    second.principal = fresh.principal.clone();
+    assert_eq!(
+        store
+            .insert_feedback_within_limit(&second, false, since, 1)
+            .await
+            .unwrap(),
+        FeedbackInsert::OverLimit { count: 1 },
+        "{name}"
+    );
+    other_replica.close().await;
 }
 
 on_every_backend!(

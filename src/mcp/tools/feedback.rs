@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::parse_args;
 use crate::feedback::{CATEGORIES, SEVERITIES};
 use crate::mcp::{CallContext, ToolOutcome, tool_error, tool_success};
-use crate::store::FeedbackRecord;
+use crate::store::{FeedbackInsert, FeedbackRecord};
 use crate::telemetry::CategoryLabels;
 
 pub const NAME: &str = "submit_mcp_feedback";
@@ -144,30 +144,6 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> ToolOutcome {
         );
     }
     let now = chrono::Utc::now();
-    let limit = i64::from(ctx.state.config.feedback.feedback_per_hour);
-    match ctx
-        .state
-        .store
-        .count_feedback_since(&principal.fingerprint, now.timestamp_millis() - 3_600_000)
-        .await
-    {
-        Ok(count) if count >= limit => {
-            return tool_error(
-                format!(
-                    "this credential already sent {count} feedback records in the last hour (limit {limit}); nothing was stored. Collect further points into one record and send it later."
-                ),
-                None,
-            );
-        }
-        Ok(_) => {}
-        Err(error) => {
-            tracing::error!(%error, "counting feedback failed");
-            return tool_error(
-                "the feedback could not be stored right now (the server's database is unavailable); nothing was saved. Try again in a minute.",
-                None,
-            );
-        }
-    }
     let recent = ctx
         .state
         .recent_calls()
@@ -201,17 +177,30 @@ pub async fn call(ctx: &CallContext<'_>, arguments: Value) -> ToolOutcome {
         recent_calls,
     };
     let deliver = ctx.state.delivers_feedback();
-    if let Err(error) = ctx
+    let limit = i64::from(ctx.state.config.feedback.feedback_per_hour);
+    let since_ms = now.timestamp_millis() - 3_600_000;
+    match ctx
         .state
         .store
-        .insert_feedback_with_delivery(&record, deliver)
+        .insert_feedback_within_limit(&record, deliver, since_ms, limit)
         .await
     {
-        tracing::error!(%error, "storing feedback failed");
-        return tool_error(
-            "the feedback could not be stored right now (the server's database is unavailable); nothing was saved. Try again in a minute.",
-            None,
-        );
+        Ok(FeedbackInsert::Stored) => {}
+        Ok(FeedbackInsert::OverLimit { count }) => {
+            return tool_error(
+                format!(
+                    "this credential already sent {count} feedback records in the last hour (limit {limit}); nothing was stored. Collect further points into one record and send it later."
+                ),
+                None,
+            );
+        }
+        Err(error) => {
+            tracing::error!(%error, "storing feedback failed");
+            return tool_error(
+                "the feedback could not be stored right now (the server's database is unavailable); nothing was saved. Try again in a minute.",
+                None,
+            );
+        }
     }
     ctx.state
         .metrics
