@@ -412,3 +412,29 @@ async fn a_path_known_under_other_methods_names_them_and_an_unknown_path_says_so
     );
     assert!(app.upstream.requests().is_empty(), "nothing was sent");
 }
+
+#[tokio::test]
+async fn a_missing_required_query_parameter_is_named_before_anything_is_sent() {
+    let app = TestApp::spawn().await;
+    let client = app.client(KEY, &[]).await;
+    let path = "/api/connections/c-1/modelsync/target/fields";
+    let missing = call(&client, "execute", json!({"method": "GET", "path": path})).await;
+    assert_eq!(missing.is_error, Some(true));
+    assert!(
+        text_of(&missing).contains("requires the query parameter \"target\""),
+        "{}",
+        text_of(&missing)
+    );
+    assert!(app.upstream.requests().is_empty(), "nothing was sent");
+    // With it, the call goes out carrying it.
+    let given = call(
+        &client,
+        "execute",
+        json!({"method": "GET", "path": path, "query": {"target": "orders"}}),
+    )
+    .await;
+    assert_ne!(given.is_error, Some(true), "{}", text_of(&given));
+    let sent = app.upstream.requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].query.as_deref(), Some("target=orders"));
+}
