@@ -3,12 +3,14 @@
 //! Nothing here does I/O or knows about features; every other module may depend on it and it depends on none
 //! of them.
 
+mod address;
 mod client;
 mod io;
 mod modes;
 mod principal;
 mod text;
 
+pub(crate) use address::address_group;
 pub(crate) use client::ClientInfo;
 pub(crate) use io::{CappedReadError, FirstRound, read_capped, spawn_periodic};
 pub use modes::{

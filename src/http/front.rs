@@ -60,7 +60,7 @@ async fn handle(front: &McpFront, request: Request) -> Result<Response, ApiError
     check_host_and_origin(state, request.headers(), request.uri())?;
     // The address's own slot first: one address stalling its bodies then holds at most its share of the
     // server-wide slots below.
-    let address = protect::client_ip(
+    let address = protect::client_group(
         request.headers(),
         request.extensions(),
         state.config.http.trust_forwarded_for,

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{Extensions, HeaderMap};
 
-use crate::core::{ClientAddress, Principal, now_ms};
+use crate::core::{ClientAddress, Principal, address_group, now_ms};
 use crate::error::ApiError;
 use crate::ratelimit::{Decision, OverLimit};
 use crate::state::AppState;
@@ -22,22 +22,22 @@ const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// JSON nesting accepted in a request body; MCP messages need a handful of levels.
 pub const MAX_JSON_DEPTH: usize = 64;
 
-/// The caller's address: the connection's peer, or the rightmost `X-Forwarded-For` address when the operator
-/// says a trusted proxy sets it. The rightmost over every line, since a proxy may add its own line after the
-/// client's; a value that is not an address (optionally with a port) falls back to the peer, so a caller
-/// cannot pick its own rate-limit bucket.
-pub fn client_ip(
+/// The caller's address group for per-address counting ([`address_group`]: an IPv6 client's whole /64 counts
+/// as one), or `unknown` without a peer.
+pub(crate) fn client_group(
     headers: &HeaderMap,
     extensions: &Extensions,
     trust_forwarded_for: bool,
 ) -> String {
-    match client_addr(headers, extensions, trust_forwarded_for) {
-        Some(ip) => ip.to_string(),
-        None => "unknown".to_owned(),
-    }
+    client_addr(headers, extensions, trust_forwarded_for)
+        .map_or_else(|| "unknown".to_owned(), address_group)
 }
 
-/// [`client_ip`] as an address; `None` without a peer (a request that did not come over a socket).
+/// The caller's address: the connection's peer, or the rightmost `X-Forwarded-For` address when the operator
+/// says a trusted proxy sets it. The rightmost over every line, since a proxy may add its own line after the
+/// client's; a value that is not an address (optionally with a port) falls back to the peer, so a caller
+/// cannot pick its own rate-limit bucket.
+/// `None` without a peer (a request that did not come over a socket).
 fn client_addr(
     headers: &HeaderMap,
     extensions: &Extensions,
@@ -85,7 +85,7 @@ fn ip_over_limit(
 ) -> Result<(), ApiError> {
     let mut bucket = String::with_capacity(48);
     bucket.push_str("ip:");
-    bucket.push_str(&client_ip(
+    bucket.push_str(&client_group(
         headers,
         extensions,
         state.config.http.trust_forwarded_for,
@@ -247,20 +247,20 @@ mod tests {
         let proxy = peer("10.0.0.2");
         // A client-supplied line first, the proxy's own line last: the proxy's wins.
         let headers = forwarded(&["6.6.6.6, 7.7.7.7", "203.0.113.9"]);
-        assert_eq!(client_ip(&headers, &proxy, true), "203.0.113.9");
-        assert_eq!(client_ip(&headers, &proxy, false), "10.0.0.2");
+        assert_eq!(client_group(&headers, &proxy, true), "203.0.113.9");
+        assert_eq!(client_group(&headers, &proxy, false), "10.0.0.2");
         assert_eq!(
-            client_ip(&forwarded(&["1.1.1.1", "2001:DB8:0::1"]), &proxy, true),
-            "2001:db8::1",
-            "the address is canonical, so one client has one spelling"
+            client_group(&forwarded(&["1.1.1.1", "2001:DB8:0::1"]), &proxy, true),
+            "2001:db8:0:0::/64",
+            "an IPv6 client counts by its /64, spelled one way"
         );
         assert_eq!(
-            client_ip(&forwarded(&["198.51.100.7:5123"]), &proxy, true),
+            client_group(&forwarded(&["198.51.100.7:5123"]), &proxy, true),
             "198.51.100.7"
         );
         assert_eq!(
-            client_ip(&forwarded(&["[2001:db8::2]:443"]), &proxy, true),
-            "2001:db8::2"
+            client_group(&forwarded(&["[2001:db8::2]:443"]), &proxy, true),
+            "2001:db8:0:0::/64"
         );
     }
 
@@ -274,7 +274,7 @@ mod tests {
             &[""][..],
         ] {
             assert_eq!(
-                client_ip(&forwarded(lines), &proxy, true),
+                client_group(&forwarded(lines), &proxy, true),
                 "10.0.0.2",
                 "{lines:?}"
             );

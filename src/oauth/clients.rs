@@ -21,7 +21,7 @@ use super::{
     CLIENT_ID_PREFIX, CLIENT_SECRET_PREFIX, OAuth, OAuthError, REGISTRATION_TOKEN_PREFIX, now_ms,
     oauth_error,
 };
-use crate::core::{CappedReadError, ClientAddress, Newlines, read_capped, visible};
+use crate::core::{CappedReadError, ClientAddress, Newlines, address_group, read_capped, visible};
 use crate::error::ApiError;
 use crate::ratelimit::Decision;
 use crate::store::Store;
@@ -458,12 +458,8 @@ pub async fn register(
 /// A 429 when the caller's address has registered its allowance this minute. An IPv6 address counts by its
 /// /64, the block one subscriber gets, so a single host cannot register from a fresh address each time.
 fn limit_registrations(state: &OAuthState, address: Option<IpAddr>) -> Result<(), ApiError> {
-    let bucket = match address.map(|ip| ip.to_canonical()) {
-        Some(IpAddr::V6(v6)) => {
-            let s = v6.segments();
-            format!("register:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-        Some(ip) => format!("register:{ip}"),
+    let bucket = match address {
+        Some(ip) => format!("register:{}", address_group(ip)),
         None => "register:unknown".to_owned(),
     };
     let limit = state.config.oauth.oauth_registrations_per_minute;

@@ -62,6 +62,32 @@ async fn a_client_supplied_forwarded_for_line_cannot_dodge_the_address_limit() {
     assert_eq!(other.status(), 401);
 }
 
+#[tokio::test]
+async fn an_ipv6_client_rotating_addresses_within_its_64_shares_one_address_limit() {
+    let (app, statuses) = common::in_one_minute_window(|| async {
+        let app = TestApp::spawn_with(&[
+            "--ip-rate-limit-per-minute",
+            "2",
+            "--trust-forwarded-for",
+            "true",
+        ])
+        .await;
+        // Behind the trusted proxy, one site uses a fresh address of its /64 for every request.
+        let mut statuses = Vec::new();
+        for n in 1..=4 {
+            let rotated = format!("2001:db8:aa:bb:{n:x}:{n:x}:{n:x}:{n:x}");
+            let response = post_with_lines(&app, &[("x-forwarded-for", rotated.as_str())]).await;
+            statuses.push(response.status().as_u16());
+        }
+        (app, statuses)
+    })
+    .await;
+    assert_eq!(statuses, [401, 401, 429, 429]);
+    // A client in the next /64 is someone else.
+    let neighbour = post_with_lines(&app, &[("x-forwarded-for", "2001:db8:aa:bc::1")]).await;
+    assert_eq!(neighbour.status(), 401);
+}
+
 /// The real binary with text logs: the process, its address, its later log lines and its store's directory.
 type TextLoggingBinary = (
     std::process::Child,
