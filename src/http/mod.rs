@@ -87,9 +87,11 @@ pub fn router(
     // which keeps clients from caching a bogus authorization server.
     if let Some(oauth) = oauth {
         // Registration, consent and token endpoints face the internet unauthenticated (Claude registers a
-        // client on every fresh connect), so they share the per-address limit of `/mcp`.
+        // client on every fresh connect), so they share the per-address limit and the body read time of `/mcp`.
         public = public.merge(
-            crate::oauth::router(oauth).layer(from_fn_with_state(state.clone(), protect::limit_ip)),
+            crate::oauth::router(oauth)
+                .layer(from_fn_with_state(state.clone(), protect::body_in_time))
+                .layer(from_fn_with_state(state.clone(), protect::limit_ip)),
         );
     }
 

@@ -125,6 +125,35 @@ pub(crate) fn check_headers_and_address(state: &AppState, parts: &Parts) -> Resu
 
 /// Reads a POST body (already capped by the size-limit layer) and checks its nesting before any parser sees it.
 pub(crate) async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
+    let bytes = read_in_time(state, body).await?;
+    if json_depth(&bytes) > MAX_JSON_DEPTH {
+        return Err(ApiError::JsonTooDeep {
+            limit: MAX_JSON_DEPTH,
+        });
+    }
+    Ok(bytes)
+}
+
+/// For the OAuth endpoints, whose handlers read bodies through axum's extractors, which wait as long as the
+/// sender takes: the body is read here first, within `/mcp`'s body time and size, so a trickled `/token` or
+/// `/register` body cannot hold a connection and a task open.
+pub(crate) async fn body_in_time(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    match read_in_time(&state, body).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// The whole body within the configured read time and size, or the refusal naming which was exceeded.
+async fn read_in_time(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
     let limit = state.config.limits.max_request_bytes();
     let timeout = state.config.limits.body_read_timeout();
     // A sender that trickles its body would otherwise hold one of the in-flight slots indefinitely.
@@ -133,20 +162,14 @@ pub(crate) async fn read_body(state: &AppState, body: Body) -> Result<Bytes, Api
             millis: timeout.as_millis(),
         });
     };
-    let bytes = read.map_err(|error| {
+    read.map_err(|error| {
         if exceeds_length_limit(&error) {
             ApiError::BodyTooLarge { limit }
         } else {
             // A broken chunked encoding or a connection cut mid-body: the client's fault, not its size.
             ApiError::BodyUnreadable
         }
-    })?;
-    if json_depth(&bytes) > MAX_JSON_DEPTH {
-        return Err(ApiError::JsonTooDeep {
-            limit: MAX_JSON_DEPTH,
-        });
-    }
-    Ok(bytes)
+    })
 }
 
 /// True when a body read failed on a length limit (ours or the size-limit layer's), not on the body itself.

@@ -183,3 +183,42 @@ async fn deleting_a_registration_needs_its_token_and_ends_its_sign_ins() {
         "a deleted client can no longer start a sign-in"
     );
 }
+
+#[tokio::test]
+async fn a_token_request_whose_body_trickles_gets_408_instead_of_holding_the_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn(&["--body-read-timeout-ms", "300"]).await;
+    let mut stream = tokio::net::TcpStream::connect(app.app.addr).await.unwrap();
+    // The headers promise 64 bytes; a third of them arrive and the sender goes quiet.
+    let head = format!(
+        "POST /token HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: 64\r\nConnection: close\r\n\r\ngrant_type=refresh_",
+        app.app.addr
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    // Only a hang guard: without the body's read time the server would wait for the rest forever.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server answers a stalled body and closes")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    // A whole body on the same endpoint is still read and judged on its content.
+    let complete = app
+        .http
+        .post(format!("{}/token", app.issuer()))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "pmcp_rt_unknown"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    // (No client credentials: the token endpoint itself answers, as RFC 6749 says.)
+    assert_eq!(error_of(complete).await, (401, "invalid_client".to_owned()));
+}
