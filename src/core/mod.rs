@@ -18,6 +18,7 @@ pub use modes::{
     PARTNER_ORG_HEADER, parse_modes,
 };
 pub(crate) use principal::{Credential, OAuthSession, Principal};
+pub(crate) use text::acts_on_display;
 #[cfg(test)]
 pub(crate) use text::is_bidi_control;
 pub(crate) use text::{Newlines, visible, write_visible};

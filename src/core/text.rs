@@ -1,7 +1,7 @@
 //! Caller text made safe to show to a person: control characters (C0, DEL, C1) and the characters that
 //! reorder or break the text around them (bidirectional formatting, line and paragraph separators) are written
 //! as visible escapes such as `\n`, `\u{1b}` or `\u{202e}`. Used wherever such text meets a terminal, a text
-//! log, a spreadsheet or a page; JSON output escapes control characters on its own and stays exact.
+//! log, a spreadsheet or a page. JSON log lines write the same characters as `\uXXXX` escapes, which parse back exactly.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -16,7 +16,7 @@ pub(crate) fn is_bidi_control(c: char) -> bool {
 }
 
 /// True for a character that acts on the display instead of being shown.
-fn acts_on_display(c: char) -> bool {
+pub(crate) fn acts_on_display(c: char) -> bool {
     c.is_control() || is_bidi_control(c) || matches!(c, '\u{2028}' | '\u{2029}')
 }
 

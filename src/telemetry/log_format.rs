@@ -176,23 +176,25 @@ pub(super) fn is_trace_attribute(field: &Field) -> bool {
 fn write_json_str(out: &mut impl fmt::Write, text: &str) -> fmt::Result {
     out.write_char('"')?;
     let mut start = 0;
-    for (index, byte) in text.bytes().enumerate() {
-        let escape = match byte {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..=0x1f => "",
+    for (index, c) in text.char_indices() {
+        let escape = match c {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\n' => "\\n",
+            '\r' => "\\r",
+            '\t' => "\\t",
+            // Besides what JSON requires, whatever acts on a terminal showing the line (C1 controls, bidi
+            // overrides, line separators) is escaped too; the value parses back the same.
+            c if crate::core::acts_on_display(c) => "",
             _ => continue,
         };
         out.write_str(&text[start..index])?;
         if escape.is_empty() {
-            write!(out, "\\u{byte:04x}")?;
+            write!(out, "\\u{:04x}", u32::from(c))?;
         } else {
             out.write_str(escape)?;
         }
-        start = index + 1;
+        start = index + c.len_utf8();
     }
     out.write_str(&text[start..])?;
     out.write_char('"')
@@ -209,6 +211,19 @@ mod tests {
         assert_eq!(out, r#""a \"q\" \\ line\nnext\u0001é""#);
         let parsed: String = serde_json::from_str(&out).unwrap();
         assert_eq!(parsed, "a \"q\" \\ line\nnext\u{1}é");
+    }
+
+    #[test]
+    fn characters_that_act_on_a_terminal_are_escaped_and_parse_back() {
+        let text = "exe.\u{202e}txt\u{2066}x\u{2069}\u{9b}31m\u{2028}\u{7f}ok é";
+        let mut out = String::new();
+        write_json_str(&mut out, text).unwrap();
+        assert_eq!(
+            out,
+            r#""exe.\u202etxt\u2066x\u2069\u009b31m\u2028\u007fok é""#
+        );
+        let parsed: String = serde_json::from_str(&out).unwrap();
+        assert_eq!(parsed, text);
     }
 
     #[test]
