@@ -292,7 +292,8 @@ fn since_error(value: &str) -> String {
     format!("--since {value:?} is not a time; use e.g. 24h, 7d, 2026-11-01 or 2026-11-01T12:00:00Z")
 }
 
-const CSV_COLUMNS: [&str; 19] = [
+// New columns go last, so a spreadsheet or script reading by position keeps working.
+const CSV_COLUMNS: [&str; 20] = [
     "id",
     "created_at",
     "category",
@@ -312,6 +313,7 @@ const CSV_COLUMNS: [&str; 19] = [
     "request_id",
     "recent_calls",
     "created_at_ms",
+    "user_id",
 ];
 
 /// Renders records for `feedback list`.
@@ -327,7 +329,7 @@ pub fn render(records: &[FeedbackRecord], format: OutputFormat) -> String {
             for r in records {
                 let created = rfc3339(r.created_at_ms);
                 let ms = r.created_at_ms.to_string();
-                let cells: [Option<&str>; 19] = [
+                let cells: [Option<&str>; 20] = [
                     Some(&r.id),
                     Some(&created),
                     Some(&r.category),
@@ -347,6 +349,7 @@ pub fn render(records: &[FeedbackRecord], format: OutputFormat) -> String {
                     r.request_id.as_deref(),
                     r.recent_calls.as_deref(),
                     Some(&ms),
+                    r.user_id.as_deref(),
                 ];
                 let row: Vec<String> = cells.iter().map(|c| csv_cell(c.unwrap_or(""))).collect();
                 out.push_str(&row.join(","));
@@ -516,6 +519,17 @@ mod tests {
             "{csv}"
         );
         assert!(csv.contains("evil\\u{202e}gnp.exe"), "{csv}");
+    }
+
+    #[test]
+    fn csv_names_the_polytomic_user_in_its_last_column() {
+        let mut with_user = record("s", "d");
+        with_user.user_id = Some("u-7".into());
+        let csv = render(&[with_user, record("s", "d")], OutputFormat::Csv);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert!(lines[0].ends_with(",created_at_ms,user_id"), "{csv}");
+        assert!(lines[1].ends_with(",\"86400000\",\"u-7\""), "{csv}");
+        assert!(lines[2].ends_with(",\"86400000\",\"\""), "{csv}");
     }
 
     #[test]
