@@ -29,9 +29,10 @@ async fn post_with_lines(app: &TestApp, lines: &[(&str, &str)]) -> reqwest::Resp
         .unwrap()
 }
 
-#[tokio::test]
-async fn a_client_supplied_forwarded_for_line_cannot_dodge_the_address_limit() {
-    let (app, statuses) = common::in_one_minute_window(|| async {
+/// Four requests through a trusted proxy to a server allowing two per address a minute, the `n`th (1–4) with
+/// the `X-Forwarded-For` lines `lines(n)`: the server (to try another client on) and the statuses.
+async fn four_through_a_trusted_proxy(lines: impl Fn(u32) -> Vec<String>) -> (TestApp, Vec<u16>) {
+    common::in_one_minute_window(|| async {
         let app = TestApp::spawn_with(&[
             "--ip-rate-limit-per-minute",
             "2",
@@ -39,21 +40,25 @@ async fn a_client_supplied_forwarded_for_line_cannot_dodge_the_address_limit() {
             "true",
         ])
         .await;
-        // The attacker writes a fresh first line each time; the proxy appends the address it saw as its own line.
         let mut statuses = Vec::new();
-        for n in 0..4 {
-            let forged = format!("198.51.100.{n}");
-            let response = post_with_lines(
-                &app,
-                &[
-                    ("x-forwarded-for", forged.as_str()),
-                    ("x-forwarded-for", "203.0.113.66"),
-                ],
-            )
-            .await;
-            statuses.push(response.status().as_u16());
+        for n in 1..=4 {
+            let values = lines(n);
+            let pairs: Vec<(&str, &str)> = values
+                .iter()
+                .map(|v| ("x-forwarded-for", v.as_str()))
+                .collect();
+            statuses.push(post_with_lines(&app, &pairs).await.status().as_u16());
         }
         (app, statuses)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_client_supplied_forwarded_for_line_cannot_dodge_the_address_limit() {
+    // The attacker writes a fresh first line each time; the proxy appends the address it saw as its own line.
+    let (app, statuses) = four_through_a_trusted_proxy(|n| {
+        vec![format!("198.51.100.{n}"), "203.0.113.66".to_owned()]
     })
     .await;
     assert_eq!(statuses, [401, 401, 429, 429]);
@@ -64,24 +69,10 @@ async fn a_client_supplied_forwarded_for_line_cannot_dodge_the_address_limit() {
 
 #[tokio::test]
 async fn an_ipv6_client_rotating_addresses_within_its_64_shares_one_address_limit() {
-    let (app, statuses) = common::in_one_minute_window(|| async {
-        let app = TestApp::spawn_with(&[
-            "--ip-rate-limit-per-minute",
-            "2",
-            "--trust-forwarded-for",
-            "true",
-        ])
-        .await;
-        // Behind the trusted proxy, one site uses a fresh address of its /64 for every request.
-        let mut statuses = Vec::new();
-        for n in 1..=4 {
-            let rotated = format!("2001:db8:aa:bb:{n:x}:{n:x}:{n:x}:{n:x}");
-            let response = post_with_lines(&app, &[("x-forwarded-for", rotated.as_str())]).await;
-            statuses.push(response.status().as_u16());
-        }
-        (app, statuses)
-    })
-    .await;
+    // Behind the trusted proxy, one site uses a fresh address of its /64 for every request.
+    let (app, statuses) =
+        four_through_a_trusted_proxy(|n| vec![format!("2001:db8:aa:bb:{n:x}:{n:x}:{n:x}:{n:x}")])
+            .await;
     assert_eq!(statuses, [401, 401, 429, 429]);
     // A client in the next /64 is someone else.
     let neighbour = post_with_lines(&app, &[("x-forwarded-for", "2001:db8:aa:bc::1")]).await;

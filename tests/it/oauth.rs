@@ -383,6 +383,12 @@ struct OAuthApp {
 }
 
 async fn spawn(extra: &[&str]) -> OAuthApp {
+    spawn_with_metadata_root(extra, None).await
+}
+
+/// The OAuth server with its mock provider; with `metadata_root`, through the test-only entry point that trusts
+/// that CA and lets the client-metadata fetch reach loopback.
+async fn spawn_with_metadata_root(extra: &[&str], metadata_root: Option<Vec<u8>>) -> OAuthApp {
     let (provider, mock) = Provider::start().await;
     let dir = tempfile::tempdir().unwrap();
     let database_url = format!("sqlite://{}/oauth.db", dir.path().display());
@@ -391,7 +397,7 @@ async fn spawn(extra: &[&str]) -> OAuthApp {
     flags.push(SIGNING_KEY.into());
     flags.extend(extra.iter().map(|s| s.to_string()));
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let app = TestApp::spawn_on(mock, database_url, Some(dir), &flags).await;
+    let app = TestApp::spawn_trusting(mock, database_url, Some(dir), &flags, metadata_root).await;
     OAuthApp {
         app,
         provider,
@@ -1259,26 +1265,7 @@ fn document_named(client_id: &str) -> Value {
 /// The OAuth server, started through the test-only entry point that trusts `documents`' CA and lets the
 /// metadata fetch reach loopback.
 async fn spawn_trusting_documents(documents: &DocumentServer) -> OAuthApp {
-    let (provider, mock) = Provider::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let database_url = format!("sqlite://{}/oauth.db", dir.path().display());
-    let mut flags = oauth_flags(&mock);
-    flags.push("--signing-key".into());
-    flags.push(SIGNING_KEY.into());
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let app = TestApp::spawn_trusting(
-        mock,
-        database_url,
-        Some(dir),
-        &flags,
-        Some(documents.root_der.clone()),
-    )
-    .await;
-    OAuthApp {
-        app,
-        provider,
-        http: no_redirects(),
-    }
+    spawn_with_metadata_root(&[], Some(documents.root_der.clone())).await
 }
 
 #[tokio::test]
