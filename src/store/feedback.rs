@@ -9,6 +9,9 @@ use super::{
 /// second is a hash of the principal); the two-key space is apart from the migration lock's one-key space.
 const PG_FEEDBACK_LOCK_CLASS: i32 = 0x6662;
 
+/// A new record's webhook delivery, due at once (`$1` the record id, `$2` its creation time).
+const INSERT_DELIVERY: &str = "INSERT INTO feedback_deliveries (feedback_id, attempts, next_attempt_at_ms, last_error, created_at_ms) VALUES ($1, 0, $2, NULL, $2)";
+
 /// What [`Store::insert_feedback_within_limit`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FeedbackInsert {
@@ -58,7 +61,6 @@ impl Store {
         since_ms: i64,
         limit: i64,
     ) -> Result<FeedbackInsert, StoreError> {
-        const DELIVERY: &str = "INSERT INTO feedback_deliveries (feedback_id, attempts, next_attempt_at_ms, last_error, created_at_ms) VALUES ($1, 0, $2, NULL, $2)";
         const LOCK: &str = "SELECT pg_advisory_xact_lock($1, hashtext($2))";
         let postgres = matches!(self, Store::Postgres(_));
         let stored = with_pool!(self, pool => {
@@ -77,7 +79,7 @@ impl Store {
                 .await?
                 .rows_affected();
             if inserted == 1 && deliver {
-                sqlx::query(DELIVERY).bind(&record.id).bind(record.created_at_ms).execute(&mut *tx).await?;
+                sqlx::query(INSERT_DELIVERY).bind(&record.id).bind(record.created_at_ms).execute(&mut *tx).await?;
             }
             tx.commit().await?;
             inserted == 1
@@ -97,12 +99,11 @@ impl Store {
         record: &FeedbackRecord,
         deliver: bool,
     ) -> Result<(), StoreError> {
-        const DELIVERY: &str = "INSERT INTO feedback_deliveries (feedback_id, attempts, next_attempt_at_ms, last_error, created_at_ms) VALUES ($1, 0, $2, NULL, $2)";
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             insert_feedback_query!(record).execute(&mut *tx).await?;
             if deliver {
-                sqlx::query(DELIVERY).bind(&record.id).bind(record.created_at_ms).execute(&mut *tx).await?;
+                sqlx::query(INSERT_DELIVERY).bind(&record.id).bind(record.created_at_ms).execute(&mut *tx).await?;
             }
             tx.commit().await?;
         });
